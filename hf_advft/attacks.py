@@ -1,0 +1,167 @@
+"""Adversarial attacks as pure functions over a `logits_fn` and pixels in [0, 1].
+
+The trainer, the evaluation code and the benchmarks only *call* these functions. Normalization lives in
+`hf_advft.pixel_space`, so `epsilon` is always measured in pixel units of images in [0, 1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+
+LogitsFn = Callable[[torch.Tensor], torch.Tensor]
+# loss_fn(logits, target) -> per-example loss of shape (batch,); the attack *maximises* it.
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+NORMS = ("linf", "l2")
+
+
+def cross_entropy_per_example(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The default attack loss: cross-entropy, one value per example (needed to keep the worst restart)."""
+    return F.cross_entropy(logits.float(), target, reduction="none")
+
+
+def check_attack_args(*, epsilon: float, step_size: float, steps: int, norm: str, restarts: int = 1) -> None:
+    """Validate attack hyper-parameters with messages that say what to do (used by `pgd` and the arguments)."""
+    if norm not in NORMS:
+        raise ValueError(f"Unknown norm {norm!r}: use one of {NORMS}.")
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r} (steps=1 with a random start is FGSM/Fast-AT).")
+    if not isinstance(restarts, int) or isinstance(restarts, bool) or restarts < 1:
+        raise ValueError(f"restarts must be an integer >= 1, got {restarts!r}.")
+    if epsilon < 0:
+        raise ValueError(f"epsilon must be >= 0, got {epsilon}.")
+    if norm == "linf" and epsilon > 1:
+        raise ValueError(
+            f"epsilon={epsilon} is larger than the whole [0, 1] pixel range. epsilon is in pixel units of images in "
+            f"[0, 1]: write 8/255, not 8."
+        )
+    if step_size <= 0:
+        raise ValueError(f"step_size must be > 0, got {step_size}.")
+
+
+def _flat_norm(t: torch.Tensor) -> torch.Tensor:
+    return t.flatten(1).norm(p=2, dim=1).view(-1, *([1] * (t.dim() - 1)))
+
+
+def _project(delta: torch.Tensor, epsilon: float, norm: str) -> torch.Tensor:
+    if norm == "linf":
+        return delta.clamp(-epsilon, epsilon)
+    factor = (epsilon / _flat_norm(delta).clamp_min(1e-12)).clamp(max=1.0)
+    return delta * factor
+
+
+def _random_delta(x: torch.Tensor, epsilon: float, norm: str, generator: torch.Generator | None) -> torch.Tensor:
+    if norm == "linf":
+        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return (2 * u - 1) * epsilon
+    # Uniform in the L2 ball: a random direction times a radius drawn as U^(1/d).
+    direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    direction = direction / _flat_norm(direction).clamp_min(1e-12)
+    d = x[0].numel()
+    radius = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype) ** (1.0 / d)
+    return direction * radius.view(-1, *([1] * (x.dim() - 1))) * epsilon
+
+
+def _step(grad: torch.Tensor, step_size: float, norm: str) -> torch.Tensor:
+    if norm == "linf":
+        return step_size * grad.sign()
+    return step_size * grad / _flat_norm(grad).clamp_min(1e-12)
+
+
+def _one_run(logits_fn, x, target, epsilon, step_size, steps, norm, random_start, loss_fn, generator):
+    delta = _random_delta(x, epsilon, norm, generator) if random_start else torch.zeros_like(x)
+    # Clamping x + delta to [0, 1] keeps delta inside the ball: both sets are convex and contain x.
+    x_adv = (x + _project(delta, epsilon, norm)).clamp(0.0, 1.0)
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        loss = loss_fn(logits_fn(x_adv), target).sum()
+        # Gradient w.r.t. the input only: parameter .grad is never touched, and no graph outlives the step.
+        (grad,) = torch.autograd.grad(loss, x_adv)
+        with torch.no_grad():
+            delta = _project(x_adv + _step(grad.float(), step_size, norm) - x, epsilon, norm)
+            x_adv = (x + delta).clamp(0.0, 1.0)
+    return x_adv.detach()
+
+
+def pgd(
+    logits_fn: LogitsFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epsilon: float,
+    step_size: float,
+    steps: int,
+    norm: str = "linf",
+    random_start: bool = True,
+    restarts: int = 1,
+    loss_fn: LossFn | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Projected gradient descent (Madry et al. 2018) in the L-inf or L2 ball, on pixels in [0, 1].
+
+    Args:
+        logits_fn (`Callable[[torch.Tensor], torch.Tensor]`):
+            Maps pixels in [0, 1] of shape `(B, C, H, W)` to logits `(B, num_classes)`. Put normalization inside it
+            (see `hf_advft.pixel_space.PixelSpace.wrap`).
+        x (`torch.Tensor`): Clean images in [0, 1].
+        y (`torch.Tensor`): The target passed to `loss_fn`: labels for cross-entropy, clean probabilities for TRADES.
+        epsilon (`float`): Radius of the ball in pixel units (`8/255`, not `8`). `0` returns `x` unchanged.
+        step_size (`float`): Step length per iteration (signed gradient for L-inf, normalized gradient for L2).
+        steps (`int`): Number of iterations; each costs one forward and one backward pass.
+        norm (`str`, defaults to `"linf"`): `"linf"` or `"l2"`.
+        random_start (`bool`, defaults to `True`): Start from a uniform point in the ball. With `steps=1` this is
+            FGSM with random start (Fast-AT, Wong et al. 2020).
+        restarts (`int`, defaults to `1`): Independent runs; the per-example worst case (highest loss) is kept.
+            Each restart after the first adds `steps` forward+backward passes and one forward pass to score it.
+        loss_fn (`Callable`, *optional*): `loss_fn(logits, y) -> (B,)` per-example loss to maximise; defaults to
+            cross-entropy.
+        generator (`torch.Generator`, *optional*): Source of randomness for the random start.
+
+    Returns:
+        `torch.Tensor`: `x_adv`, detached, with `x_adv - x` inside the ball and `x_adv` in [0, 1].
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from hf_advft.attacks import pgd
+    >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10))
+    >>> x, y = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+    >>> x_adv = pgd(model, x, y, epsilon=8 / 255, step_size=2 / 255, steps=10)
+    >>> bool((x_adv - x).abs().max() <= 8 / 255 + 1e-6)
+    True
+    ```
+    """
+    check_attack_args(epsilon=epsilon, step_size=step_size, steps=steps, norm=norm, restarts=restarts)
+    x = x.detach()
+    if x.numel() == 0 or epsilon == 0:
+        return x.clone()
+    loss_fn = cross_entropy_per_example if loss_fn is None else loss_fn
+    run = (logits_fn, x, y, epsilon, step_size, steps, norm, random_start, loss_fn, generator)
+    with torch.enable_grad():
+        best = _one_run(*run)
+        if restarts == 1:
+            return best
+        with torch.no_grad():
+            best_loss = loss_fn(logits_fn(best), y)
+        for _ in range(restarts - 1):
+            candidate = _one_run(*run)
+            with torch.no_grad():
+                cand_loss = loss_fn(logits_fn(candidate), y)
+            better = cand_loss > best_loss
+            best = torch.where(better.view(-1, *([1] * (x.dim() - 1))), candidate, best)
+            best_loss = torch.where(better, cand_loss, best_loss)
+    return best
+
+
+def fgsm(logits_fn: LogitsFn, x: torch.Tensor, y: torch.Tensor, *, epsilon: float, step_size: float | None = None,
+         random_start: bool = True, norm: str = "linf", loss_fn: LossFn | None = None,
+         generator: torch.Generator | None = None) -> torch.Tensor:
+    """FGSM with random start (Fast-AT, Wong et al. 2020): one PGD step of `step_size` (default `1.25 * epsilon`)."""
+    step_size = 1.25 * epsilon if step_size is None else step_size
+    return pgd(logits_fn, x, y, epsilon=epsilon, step_size=step_size, steps=1, norm=norm,
+               random_start=random_start, loss_fn=loss_fn, generator=generator)

@@ -1,0 +1,286 @@
+"""`AdvTrainer`: adversarial fine-tuning inside `transformers.Trainer`.
+
+`training_step` crafts PGD examples against the unwrapped model (no DDP gradient sync during the attack), under the
+same autocast as the update, then hands the adversarial batch to the Trainer's own `training_step`: the loss, the
+`accelerator.backward`, gradient accumulation, clipping, mixed precision and logging all stay the Trainer's.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import time
+from collections import defaultdict
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer
+from transformers.utils import logging
+
+from .attacks import pgd
+from .evaluation import compute_accuracy
+from .objectives import compute_objective, kl_per_example, needs_clean_logits
+from .pixel_space import resolve_pixel_space
+from .schedules import SLOW_START_FAST_DECAY, epsilon_factor, get_slow_start_fast_decay_schedule
+from .training_args import AdvTrainingArguments
+
+
+logger = logging.get_logger(__name__)
+
+ADV_CONFIG_NAME = "adv_config.json"
+# Private batch key carrying the clean inputs from `training_step` to `compute_loss`.
+_CLEAN_KEY = "_hf_advft_clean_inputs"
+
+
+class AdvTrainer(Trainer):
+    """A `Trainer` that fine-tunes image classifiers on adversarial examples.
+
+    Takes the same arguments as `transformers.Trainer`, with `args` an [`AdvTrainingArguments`]. Works with models
+    that return a `ModelOutput` with `.logits` (transformers) or a plain logits tensor (timm). Batches hold images
+    under `args.adv_pixel_key` (default `"pixel_values"`) and class labels under `args.adv_label_key` (`"labels"`);
+    the loss is computed here from the logits (cross-entropy based, see `hf_advft.objectives`), so
+    `compute_loss_func` is not accepted. Without `compute_metrics`, evaluation reports `eval_accuracy`; with
+    `adv_eval_steps > 0` it adds `eval_robust_accuracy` (PGD on the eval set).
+
+    Example:
+
+    ```python
+    >>> from hf_advft import AdvTrainer, AdvTrainingArguments
+    >>> args = AdvTrainingArguments(output_dir="out", num_train_epochs=3, learning_rate=1e-3,
+    ...                             lr_scheduler_type="slow_start_fast_decay", adv_epsilon=8 / 255)
+    >>> trainer = AdvTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+    ...                      processing_class=image_processor)  # doctest: +SKIP
+    >>> trainer.train()  # doctest: +SKIP
+    ```
+    """
+
+    def __init__(self, model=None, args: AdvTrainingArguments | None = None, *pos, **kwargs):
+        if not isinstance(args, AdvTrainingArguments):
+            raise TypeError(
+                f"AdvTrainer needs `args=AdvTrainingArguments(...)`, got {type(args).__name__}. "
+                f"AdvTrainingArguments takes every TrainingArguments field plus the adv_* settings."
+            )
+        if pos:
+            raise TypeError("Pass AdvTrainer's arguments after `args` by keyword (train_dataset=..., ...).")
+        if kwargs.get("compute_loss_func") is not None:
+            raise ValueError(
+                "AdvTrainer computes its loss from adv_objective ('pgd_at' or 'trades'); compute_loss_func is not "
+                "supported. Subclass AdvTrainer and override compute_loss for a custom objective."
+            )
+        if kwargs.get("compute_metrics") is None:
+            kwargs["compute_metrics"] = compute_accuracy
+        super().__init__(model=model, args=args, **kwargs)
+        if args.label_names is None:
+            # timm models have no `labels` argument, so the Trainer would not find the labels by itself.
+            self.label_names = [args.adv_label_key]
+        self.loss_is_scaled_for_ga = False  # our loss is a per-micro-batch mean: the Trainer divides it by GA steps
+        core = self.accelerator.unwrap_model(self.model)
+        self.pixel_space = resolve_pixel_space(args.adv_image_mean, args.adv_image_std, self.processing_class, core)
+        self._kwarg_call = args.adv_pixel_key in inspect.signature(core.forward).parameters
+        self._adv_metrics: dict[str, list[torch.Tensor]] = defaultdict(list)
+        # Example-passes spent, per process: `attack` forward+backward passes and `update` forward+backward passes.
+        self.compute_spent = {"attack": 0, "update": 0}
+        logger.info(f"AdvTrainer: normalization from {self.pixel_space.source}.")
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Model calls
+    def _logits(self, model, model_inputs: torch.Tensor) -> torch.Tensor:
+        out = model(**{self.args.adv_pixel_key: model_inputs}) if self._kwarg_call else model(model_inputs)
+        if isinstance(out, torch.Tensor):
+            return out
+        logits = getattr(out, "logits", None)
+        if logits is None and isinstance(out, dict):
+            logits = out.get("logits")
+        if not isinstance(logits, torch.Tensor):
+            raise TypeError(
+                f"The model returned {type(out).__name__} with no `logits`: AdvTrainer needs a logits tensor or an "
+                f"output with a `.logits` attribute (like transformers' ImageClassifierOutput)."
+            )
+        return logits
+
+    def _attack_model(self, model):
+        # Sharded parameters (FSDP, DeepSpeed ZeRO-3) only exist inside the wrapper's forward: attack through it.
+        ds_plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
+        if self.is_fsdp_enabled or (self.is_deepspeed_enabled and getattr(ds_plugin, "zero_stage", 0) == 3):
+            return model
+        return self.accelerator.unwrap_model(model)
+
+    def _batch(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (pixels in [0, 1], labels) of a batch, with errors that name the missing key."""
+        pixel_key, label_key = self.args.adv_pixel_key, self.args.adv_label_key
+        for key, what in ((pixel_key, "images"), (label_key, "labels")):
+            if key not in inputs:
+                raise ValueError(
+                    f"The batch has no {key!r} ({what}); its keys are {sorted(inputs)}. Rename the column or set "
+                    f"AdvTrainingArguments(adv_{'pixel' if key == pixel_key else 'label'}_key=...)."
+                )
+        return self.pixel_space.to_pixels(inputs[pixel_key].float(), check=True), inputs[label_key]
+
+    def craft_adversarial(
+        self, model, pixels, labels, *, epsilon, step_size, steps, restarts, attack_mode="eval", objective="pgd_at"
+    ) -> torch.Tensor:
+        """Run PGD on `pixels` in [0, 1], maximising CE (or the KL for `objective="trades"`); mode and flags restored."""
+        attack_model = self._attack_model(model)
+        params = list(attack_model.parameters())
+        flags = [p.requires_grad for p in params]
+        was_training = attack_model.training
+        logits_fn = self.pixel_space.wrap(lambda x: self._logits(attack_model, x))
+        try:
+            attack_model.train(attack_mode == "train")
+            for p in params:  # no weight gradients are needed, so no activations are kept for them
+                p.requires_grad_(False)
+            with self.accelerator.autocast():
+                loss_fn, target = None, labels
+                if objective == "trades":
+                    with torch.no_grad():
+                        target = F.softmax(logits_fn(pixels).float(), dim=-1)
+                    loss_fn = kl_per_example
+                return pgd(logits_fn, pixels, target, epsilon=epsilon, step_size=step_size, steps=steps,
+                           norm=self.args.adv_norm, random_start=self.args.adv_random_start, restarts=restarts,
+                           loss_fn=loss_fn)
+        finally:
+            for p, flag in zip(params, flags):
+                p.requires_grad_(flag)
+            attack_model.train(was_training)
+
+    def _set_signature_columns_if_needed(self):
+        # The Trainer keeps only columns named in `model.forward`'s signature; a timm model's is `forward(x)`, so the
+        # image and label keys would be dropped. We call the model ourselves, so keep them.
+        super()._set_signature_columns_if_needed()
+        for key in (self.args.adv_pixel_key, self.args.adv_label_key):
+            if key not in self._signature_columns:
+                self._signature_columns.append(key)
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Training
+    def current_epsilon(self) -> float:
+        """The training attack's epsilon at the current optimizer step (after `adv_epsilon_schedule`)."""
+        total = max(1, self.state.max_steps or 1)
+        return self.args.adv_epsilon * epsilon_factor(
+            self.state.global_step, total, schedule=self.args.adv_epsilon_schedule,
+            warmup_ratio=self.args.adv_epsilon_warmup_ratio,
+        )
+
+    def training_step(self, model, inputs, num_items_in_batch=None) -> torch.Tensor:
+        inputs = self._prepare_inputs(inputs)
+        pixels, labels = self._batch(inputs)
+        args = self.args
+        epsilon = self.current_epsilon()
+        step_size = args.adv_step_size * epsilon / args.adv_epsilon
+        x_adv = self.craft_adversarial(model, pixels, labels, epsilon=epsilon, step_size=step_size,
+                                       steps=args.adv_steps, restarts=args.adv_restarts,
+                                       attack_mode=args.adv_attack_mode, objective=args.adv_objective)
+        batch = labels.shape[0]
+        self.compute_spent["attack"] += batch * args.adv_steps * args.adv_restarts
+        self.compute_spent["update"] += batch * (2 if needs_clean_logits(args.adv_objective,
+                                                                         args.adv_clean_loss_weight) else 1)
+        adv_inputs = dict(inputs)
+        adv_inputs[args.adv_pixel_key] = self.pixel_space.to_model(x_adv).to(inputs[args.adv_pixel_key].dtype)
+        adv_inputs[_CLEAN_KEY] = inputs[args.adv_pixel_key]
+        self._adv_metrics["adv_epsilon"].append(torch.tensor(epsilon, device=labels.device))
+        return super().training_step(model, adv_inputs, num_items_in_batch)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        args = self.args
+        clean_inputs = inputs.pop(_CLEAN_KEY, None)
+        if args.adv_label_key not in inputs or args.adv_pixel_key not in inputs:
+            self._batch(inputs)  # raises the explanatory ValueError
+        labels = inputs[args.adv_label_key]
+        logits = self._logits(model, inputs[args.adv_pixel_key])
+        if clean_inputs is None:  # evaluation / prediction: plain cross-entropy on the given inputs
+            loss = F.cross_entropy(logits.float(), labels)
+        else:
+            clean_logits = None
+            if needs_clean_logits(args.adv_objective, args.adv_clean_loss_weight):
+                clean_logits = self._logits(model, clean_inputs)
+            out = compute_objective(args.adv_objective, adv_logits=logits, labels=labels, clean_logits=clean_logits,
+                                    trades_beta=args.adv_trades_beta, clean_loss_weight=args.adv_clean_loss_weight)
+            loss = out.loss
+            metrics = self._adv_metrics
+            metrics["adv_loss"].append(out.adv_loss.detach())
+            if out.clean_loss is not None:
+                metrics["clean_loss"].append(out.clean_loss.detach())
+            metrics["adv_train_accuracy"].append((logits.detach().argmax(-1) == labels).float().mean())
+        return (loss, {"logits": logits}) if return_outputs else loss
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.lr_scheduler is None and str(self.args.lr_scheduler_type) == SLOW_START_FAST_DECAY:
+            kwargs = dict(self.args.lr_scheduler_kwargs or {})
+            # warmup_steps=0 (the TrainingArguments default) means "use the schedule's own warmup_ratio".
+            warmup = self.args.get_warmup_steps(num_training_steps) if self.args.warmup_steps > 0 else None
+            self.lr_scheduler = get_slow_start_fast_decay_schedule(
+                self.optimizer if optimizer is None else optimizer, num_training_steps, warmup, **kwargs
+            )
+            self._created_lr_scheduler = True
+            return self.lr_scheduler
+        return super().create_scheduler(num_training_steps, optimizer)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        # Training logs carry "loss"; they are emitted on every process at once, so the reduction below is safe.
+        if "loss" in logs and self._adv_metrics:
+            for key, values in self._adv_metrics.items():
+                value = self.accelerator.reduce(torch.stack(values).float().mean(), reduction="mean")
+                logs[key] = round(value.item(), 6)
+            spent = torch.tensor([self.compute_spent["attack"], self.compute_spent["update"]],
+                                 device=self.args.device, dtype=torch.float64)
+            spent = self.accelerator.reduce(spent, reduction="sum")
+            logs["adv_attack_passes"], logs["adv_update_passes"] = int(spent[0]), int(spent[1])
+            self._adv_metrics.clear()
+        super().log(logs, start_time)
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Evaluation
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                        metric_key_prefix="eval"):
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys,
+                                         metric_key_prefix)
+        if self.args.adv_eval_steps > 0:
+            start = time.time()
+            robust = self._robust_accuracy(dataloader)
+            if robust is not None:
+                output.metrics[f"{metric_key_prefix}_robust_accuracy"] = robust
+                output.metrics[f"{metric_key_prefix}_robust_runtime"] = round(time.time() - start, 4)
+        return output
+
+    def _robust_accuracy(self, dataloader) -> float | None:
+        args = self.args
+        model = self.model_wrapped if self.model_wrapped is not None else self.model
+        budget = args.adv_eval_max_examples
+        correct, truncated = [], False
+        for inputs in dataloader:
+            inputs = self._prepare_inputs(inputs)
+            pixels, labels = self._batch(inputs)
+            if budget is not None:
+                if budget <= 0:
+                    truncated = True
+                    break
+                if labels.shape[0] > budget:
+                    pixels, labels, truncated = pixels[:budget], labels[:budget], True
+                budget -= labels.shape[0]
+            x_adv = self.craft_adversarial(model, pixels, labels, epsilon=args.eval_epsilon,
+                                           step_size=args.eval_step_size, steps=args.adv_eval_steps,
+                                           restarts=args.adv_eval_restarts, attack_mode="eval")
+            attack_model = self._attack_model(model)
+            was_training = attack_model.training
+            try:
+                attack_model.eval()
+                with torch.no_grad(), self.accelerator.autocast():
+                    pred = self._logits(attack_model, self.pixel_space.to_model(x_adv)).argmax(-1)
+            finally:
+                attack_model.train(was_training)
+            hit = (pred == labels).float()
+            # gather_for_metrics drops the samples a distributed sampler duplicated to even out the last batch.
+            correct.append(self.accelerator.gather(hit) if truncated else self.accelerator.gather_for_metrics(hit))
+        if not correct:
+            return None
+        return float(torch.cat(correct).mean())
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Saving
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        super()._save(output_dir, state_dict)
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if self.args.should_save:
+            with open(os.path.join(output_dir, ADV_CONFIG_NAME), "w") as f:
+                json.dump(self.args.adv_config(), f, indent=2, sort_keys=True)

@@ -1,0 +1,173 @@
+"""`AdvTrainingArguments`: `transformers.TrainingArguments` plus the adversarial fine-tuning settings."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field, fields
+
+from transformers import TrainingArguments
+
+from .attacks import NORMS, check_attack_args
+from .objectives import OBJECTIVES
+from .schedules import SLOW_START_FAST_DECAY
+
+
+ATTACK_MODES = ("eval", "train")
+EPSILON_SCHEDULES = ("constant", "linear")
+
+
+@dataclass
+class AdvTrainingArguments(TrainingArguments):
+    """Training arguments for adversarial fine-tuning with [`AdvTrainer`].
+
+    Every `adv_*` field is in pixel units of images in [0, 1], whatever normalization the model expects. Also accepts
+    `lr_scheduler_type="slow_start_fast_decay"`, shaped through `lr_scheduler_kwargs` (`warmup_ratio`, `decay`,
+    `min_lr_ratio`; see `hf_advft.schedules.get_slow_start_fast_decay_schedule`).
+
+    Example:
+
+    ```python
+    >>> from hf_advft import AdvTrainingArguments
+    >>> args = AdvTrainingArguments(output_dir="out", lr_scheduler_type="slow_start_fast_decay", adv_steps=7,
+    ...                             report_to="none")
+    >>> args.lr_scheduler_type, round(args.adv_epsilon * 255)
+    ('slow_start_fast_decay', 8)
+    ```
+    """
+
+    # Redeclared as a plain `str` so that HfArgumentParser accepts our schedule name beside transformers' choices.
+    lr_scheduler_type: str = field(
+        default="linear",
+        metadata={"help": "LR schedule: 'slow_start_fast_decay' (hf-advft) or any transformers SchedulerType name."},
+    )
+    adv_epsilon: float = field(
+        default=8 / 255,
+        metadata={"help": "Radius of the training attack in pixel units of images in [0, 1] (8/255, not 8)."},
+    )
+    adv_step_size: float = field(default=2 / 255, metadata={"help": "Step size of each PGD iteration, pixel units."})
+    adv_steps: int = field(
+        default=10, metadata={"help": "PGD iterations per training batch (1 with random start = Fast-AT FGSM)."}
+    )
+    adv_norm: str = field(default="linf", metadata={"help": "Threat model: 'linf' or 'l2'."})
+    adv_random_start: bool = field(default=True, metadata={"help": "Start PGD from a random point in the ball."})
+    adv_restarts: int = field(default=1, metadata={"help": "PGD restarts during training (worst case kept)."})
+    adv_objective: str = field(
+        default="pgd_at", metadata={"help": "'pgd_at' (Madry: CE on PGD examples) or 'trades' (Zhang et al. 2019)."}
+    )
+    adv_trades_beta: float = field(default=6.0, metadata={"help": "TRADES weight of the KL term."})
+    adv_clean_loss_weight: float = field(
+        default=0.0,
+        metadata={"help": "pgd_at only: weight w in (1 - w) * CE(adv) + w * CE(clean). 0 = pure PGD-AT."},
+    )
+    adv_attack_mode: str = field(
+        default="eval",
+        metadata={"help": "Model mode while crafting examples: 'eval' (BatchNorm stats frozen, no dropout) or 'train'."},
+    )
+    adv_epsilon_schedule: str = field(
+        default="constant",
+        metadata={"help": "'constant', or 'linear': eps (and step size) ramp from 0 over adv_epsilon_warmup_ratio."},
+    )
+    adv_epsilon_warmup_ratio: float = field(
+        default=0.3, metadata={"help": "Fraction of training steps over which the 'linear' eps schedule ramps up."}
+    )
+    adv_eval_steps: int = field(
+        default=10,
+        metadata={"help": "PGD steps for eval_robust_accuracy during evaluate(); 0 disables the robust evaluation."},
+    )
+    adv_eval_epsilon: float | None = field(
+        default=None, metadata={"help": "Eval attack radius (pixel units). Defaults to adv_epsilon."}
+    )
+    adv_eval_step_size: float | None = field(
+        default=None, metadata={"help": "Eval attack step size. Defaults to 2.5 * eval epsilon / adv_eval_steps."}
+    )
+    adv_eval_restarts: int = field(default=1, metadata={"help": "Restarts of the eval PGD attack."})
+    adv_eval_max_examples: int | None = field(
+        default=None, metadata={"help": "Attack at most this many eval examples per process (None: all)."}
+    )
+    adv_image_mean: list[float] | None = field(
+        default=None,
+        metadata={"help": "Normalization mean of the model inputs. Default: from processing_class or timm config."},
+    )
+    adv_image_std: list[float] | None = field(
+        default=None, metadata={"help": "Normalization std of the model inputs (with adv_image_mean)."}
+    )
+    adv_pixel_key: str = field(default="pixel_values", metadata={"help": "Batch key holding the images."})
+    adv_label_key: str = field(default="labels", metadata={"help": "Batch key holding the class labels."})
+
+    def __post_init__(self):
+        self._validate_adv_args()
+        # TrainingArguments.__post_init__ casts lr_scheduler_type to transformers' closed `SchedulerType` enum, which
+        # cannot learn new members. We hand it a valid stand-in and restore our name afterwards; AdvTrainer's
+        # `create_scheduler` recognises the name and builds our schedule, every other name goes to transformers.
+        ours = str(self.lr_scheduler_type) == SLOW_START_FAST_DECAY
+        if ours:
+            self.lr_scheduler_type = "linear"
+        super().__post_init__()
+        if ours:
+            self.lr_scheduler_type = SLOW_START_FAST_DECAY
+
+    def _validate_adv_args(self):
+        if self.adv_norm not in NORMS:
+            raise ValueError(f"adv_norm={self.adv_norm!r} is unknown: use one of {NORMS}.")
+        if not 0 < self.adv_epsilon <= (1 if self.adv_norm == "linf" else float("inf")):
+            raise ValueError(
+                f"adv_epsilon={self.adv_epsilon} must be in (0, 1]: it is in pixel units of images in [0, 1], "
+                f"so write 8/255 (= {8 / 255:.4f}), not 8."
+            )
+        check_attack_args(epsilon=self.adv_epsilon, step_size=self.adv_step_size, steps=self.adv_steps,
+                          norm=self.adv_norm, restarts=self.adv_restarts)
+        if self.adv_step_size > self.adv_epsilon:
+            warnings.warn(
+                f"adv_step_size={self.adv_step_size:.4g} is larger than adv_epsilon={self.adv_epsilon:.4g}: every "
+                f"step overshoots the ball and PGD degenerates to FGSM; a common choice is 2.5 * eps / steps.",
+                UserWarning,
+                stacklevel=3,
+            )
+        if self.adv_objective not in OBJECTIVES:
+            raise ValueError(f"adv_objective={self.adv_objective!r} is unknown: use one of {OBJECTIVES}.")
+        if self.adv_trades_beta < 0:
+            raise ValueError(f"adv_trades_beta must be >= 0, got {self.adv_trades_beta}.")
+        if not 0 <= self.adv_clean_loss_weight <= 1:
+            raise ValueError(f"adv_clean_loss_weight must be in [0, 1], got {self.adv_clean_loss_weight}.")
+        if self.adv_objective == "trades" and self.adv_clean_loss_weight > 0:
+            raise ValueError(
+                "adv_clean_loss_weight applies to adv_objective='pgd_at'; TRADES already contains the clean loss, "
+                "tune adv_trades_beta instead."
+            )
+        if self.adv_attack_mode not in ATTACK_MODES:
+            raise ValueError(f"adv_attack_mode={self.adv_attack_mode!r} is unknown: use one of {ATTACK_MODES}.")
+        if self.adv_epsilon_schedule not in EPSILON_SCHEDULES:
+            raise ValueError(
+                f"adv_epsilon_schedule={self.adv_epsilon_schedule!r} is unknown: use one of {EPSILON_SCHEDULES}."
+            )
+        if self.adv_epsilon_schedule == "linear" and not 0 < self.adv_epsilon_warmup_ratio <= 1:
+            raise ValueError(f"adv_epsilon_warmup_ratio must be in (0, 1], got {self.adv_epsilon_warmup_ratio}.")
+        if self.adv_eval_steps < 0:
+            raise ValueError(f"adv_eval_steps must be >= 0 (0 disables robust evaluation), got {self.adv_eval_steps}.")
+        if self.adv_eval_steps > 0:
+            check_attack_args(epsilon=self.eval_epsilon, step_size=self.eval_step_size, steps=self.adv_eval_steps,
+                              norm=self.adv_norm, restarts=self.adv_eval_restarts)
+            if self.eval_epsilon <= 0:
+                raise ValueError(f"adv_eval_epsilon must be > 0, got {self.eval_epsilon}.")
+        if self.adv_eval_max_examples is not None and self.adv_eval_max_examples < 1:
+            raise ValueError(f"adv_eval_max_examples must be >= 1 or None, got {self.adv_eval_max_examples}.")
+        if (self.adv_image_mean is None) != (self.adv_image_std is None):
+            raise ValueError("Pass both adv_image_mean and adv_image_std, or neither.")
+
+    @property
+    def eval_epsilon(self) -> float:
+        return self.adv_epsilon if self.adv_eval_epsilon is None else self.adv_eval_epsilon
+
+    @property
+    def eval_step_size(self) -> float:
+        if self.adv_eval_step_size is not None:
+            return self.adv_eval_step_size
+        return 2.5 * self.eval_epsilon / max(1, self.adv_eval_steps)
+
+    def adv_config(self) -> dict:
+        """Every adversarial setting (the `adv_*` fields, the schedule and its kwargs), for `adv_config.json`."""
+        config = {f.name: getattr(self, f.name) for f in fields(self) if f.name.startswith("adv_")}
+        config["lr_scheduler_type"] = str(getattr(self.lr_scheduler_type, "value", self.lr_scheduler_type))
+        config["lr_scheduler_kwargs"] = self.lr_scheduler_kwargs
+        return json.loads(json.dumps(config, sort_keys=True, default=str))
