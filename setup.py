@@ -34,5 +34,5 @@ setup(
         "plot": ["matplotlib>=3.7"],
         "dev": ["ruff>=0.6"],
     },
-    entry_points={},
+    entry_points={"console_scripts": ["hf-advft=hf_advft.cli:main"]},
 )
