@@ -81,25 +81,25 @@ class Row:
     wall_time_s: float
 
 
-def _common(out, seed, epochs, lr, batch, scheduler, **kw):
+def trainer_kwargs(out, seed, epochs, lr, batch, scheduler, **kw):
     return dict(output_dir=out, num_train_epochs=epochs, learning_rate=lr, per_device_train_batch_size=batch,
                 per_device_eval_batch_size=256, lr_scheduler_type=scheduler, save_strategy="no", report_to="none",
                 logging_strategy="no", seed=seed, use_cpu=not torch.cuda.is_available(), disable_tqdm=True, **kw)
 
 
-def _adv_kwargs(opts, steps):
+def adv_kwargs(opts, steps):
     return dict(adv_epsilon=opts.epsilon, adv_step_size=2.5 * opts.epsilon / steps, adv_steps=steps,
                 adv_eval_steps=20, adv_eval_step_size=2.5 * opts.epsilon / 20)
 
 
-def _evaluate(model, opts, out, eval_ds) -> tuple[float, float]:
-    args = AdvTrainingArguments(**_common(out, opts.seed, 1, 1e-3, opts.batch_size, "constant"),
-                                **_adv_kwargs(opts, opts.train_steps))
-    metrics = _quiet(AdvTrainer(model=model, args=args, eval_dataset=eval_ds)).evaluate()
+def evaluate_pgd20(model, opts, out, eval_ds) -> tuple[float, float]:
+    args = AdvTrainingArguments(**trainer_kwargs(out, opts.seed, 1, 1e-3, opts.batch_size, "constant"),
+                                **adv_kwargs(opts, opts.train_steps))
+    metrics = quiet(AdvTrainer(model=model, args=args, eval_dataset=eval_ds)).evaluate()
     return metrics["eval_accuracy"], metrics["eval_robust_accuracy"]
 
 
-def _quiet(trainer):
+def quiet(trainer):
     trainer.remove_callback(PrinterCallback)  # the table below is the output; per-run dicts would bury it
     return trainer
 
@@ -117,38 +117,38 @@ def main(opts) -> list[Row]:
     torch.manual_seed(opts.seed)
     clean_model = DigitsCNN()
     start = time.perf_counter()
-    clean_args = TrainingArguments(**_common(f"{out}/clean", opts.seed, opts.clean_epochs, 3e-3, opts.batch_size,
+    clean_args = TrainingArguments(**trainer_kwargs(f"{out}/clean", opts.seed, opts.clean_epochs, 3e-3, opts.batch_size,
                                              "linear"))
-    _quiet(Trainer(model=clean_model, args=clean_args, train_dataset=train_ds, compute_metrics=compute_accuracy)).train()
+    quiet(Trainer(model=clean_model, args=clean_args, train_dataset=train_ds, compute_metrics=compute_accuracy)).train()
     clean_time = time.perf_counter() - start
     clean_passes = n * opts.clean_epochs
-    rows.append(Row("(a) clean training", *_evaluate(clean_model, opts, f"{out}/eval", eval_ds), 0, clean_passes,
+    rows.append(Row("(a) clean training", *evaluate_pgd20(clean_model, opts, f"{out}/eval", eval_ds), 0, clean_passes,
                     round(clean_time, 1)))
 
     # (b) adversarial fine-tuning of (a) with slow-start-fast-decay.
     aft_args = AdvTrainingArguments(
-        **_common(f"{out}/aft_model", opts.seed, opts.aft_epochs, opts.aft_lr, opts.batch_size,
+        **trainer_kwargs(f"{out}/aft_model", opts.seed, opts.aft_epochs, opts.aft_lr, opts.batch_size,
                   "slow_start_fast_decay"),
-        **_adv_kwargs(opts, k),
+        **adv_kwargs(opts, k),
     )
-    aft = _quiet(AdvTrainer(model=clean_model, args=aft_args, train_dataset=train_ds, eval_dataset=eval_ds))
+    aft = quiet(AdvTrainer(model=clean_model, args=aft_args, train_dataset=train_ds, eval_dataset=eval_ds))
     start = time.perf_counter()
     aft.train()
     aft_time = time.perf_counter() - start
     aft.save_model()
     rows.append(Row(f"(b) AFT of (a), slow-start-fast-decay, {opts.aft_epochs} ep",
-                    *_evaluate(clean_model, opts, f"{out}/eval", eval_ds), n * opts.aft_epochs * k,
+                    *evaluate_pgd20(clean_model, opts, f"{out}/eval", eval_ds), n * opts.aft_epochs * k,
                     clean_passes + n * opts.aft_epochs * (k + 1), round(clean_time + aft_time, 1)))
 
     # (c) PGD-AT from scratch, the baseline.
     torch.manual_seed(opts.seed)
     scratch = DigitsCNN()
-    at_args = AdvTrainingArguments(**_common(f"{out}/pgd_at", opts.seed, opts.at_epochs, 3e-3, opts.batch_size,
-                                             "linear"), **_adv_kwargs(opts, k))
+    at_args = AdvTrainingArguments(**trainer_kwargs(f"{out}/pgd_at", opts.seed, opts.at_epochs, 3e-3, opts.batch_size,
+                                             "linear"), **adv_kwargs(opts, k))
     start = time.perf_counter()
-    _quiet(AdvTrainer(model=scratch, args=at_args, train_dataset=train_ds)).train()
+    quiet(AdvTrainer(model=scratch, args=at_args, train_dataset=train_ds)).train()
     at_time = time.perf_counter() - start
-    rows.append(Row(f"(c) PGD-AT from scratch, {opts.at_epochs} ep", *_evaluate(scratch, opts, f"{out}/eval", eval_ds),
+    rows.append(Row(f"(c) PGD-AT from scratch, {opts.at_epochs} ep", *evaluate_pgd20(scratch, opts, f"{out}/eval", eval_ds),
                     n * opts.at_epochs * k, n * opts.at_epochs * (k + 1), round(at_time, 1)))
 
     result = {"settings": vars(opts), "n_train": n, "n_eval": len(eval_ds), "rows": [asdict(r) for r in rows],
