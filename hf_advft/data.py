@@ -1,0 +1,466 @@
+"""Image-classification data for adversarial fine-tuning: load, find the columns, split, transform lazily.
+
+`load_image_dataset` reads, by `name_or_path`:
+- a built-in offline source: `"digits"` (sklearn's 8x8 grayscale digits) or `"fashion_mnist"` (the IDX files of the
+  Debian package `dataset-fashion-mnist`; the Hub copy is `"zalando-datasets/fashion_mnist"`);
+- a directory written by `Dataset.save_to_disk` / `DatasetDict.save_to_disk`;
+- a local `imagefolder` directory (`root/<class name>/<image file>`, optionally `root/<split>/<class name>/...`);
+- anything else as a Hub dataset id (`"cifar10"`), through `datasets.load_dataset`.
+
+It returns train and eval splits with two columns, the images under `pixel_key` and class ids under `label_key`.
+`build_image_transform` makes the per-image transform: pixels in [0, 1] at the model's input size (augmented for
+training only), then the model's normalization taken from the same `PixelSpace` AdvTrainer uses to undo it, so the
+attack's epsilon stays in pixel units. `set_image_transforms` applies the transforms lazily with `set_transform`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+from dataclasses import dataclass
+
+import datasets
+import numpy as np
+import torch
+from PIL import Image
+from transformers.utils import logging
+
+from .pixel_space import PixelSpace
+
+
+logger = logging.get_logger(__name__)
+
+__all__ = [
+    "BUILTIN_DATASETS",
+    "FASHION_MNIST_DIR",
+    "ImageClassificationData",
+    "ImageTransform",
+    "build_image_transform",
+    "find_column",
+    "load_digits_dataset",
+    "load_fashion_mnist",
+    "load_fashion_mnist_arrays",
+    "load_image_dataset",
+    "set_image_transforms",
+]
+
+BUILTIN_DATASETS = ("digits", "fashion_mnist")
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_LABELS = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                        "Ankle boot")
+IMAGE_COLUMNS = ("image", "img")
+LABEL_COLUMNS = ("label", "labels", "fine_label")
+EVAL_SPLITS = ("validation", "valid", "val", "test")
+UNREADABLE_POLICIES = ("skip", "error", "ignore")
+AUGMENTATIONS = ("auto", "random_resized_crop", "pad_crop", "none")
+# Defaults shared with the recipes' `ScriptArguments`, defined once here.
+DEFAULT_VALIDATION_PERCENT = 10.0
+DEFAULT_UNREADABLE = "skip"
+DEFAULT_AUGMENTATION = "auto"
+# "auto" augmentation: pad-and-crop (the CIFAR recipe) up to this input size, random-resized-crop (ImageNet) above.
+PAD_CROP_MAX_SIZE = 64
+
+
+@dataclass
+class ImageClassificationData:
+    """Train and eval splits of an image-classification dataset, with its class names.
+
+    Args:
+        train (`datasets.Dataset`): Training split, columns `pixel_key` (images) and `label_key` (class ids).
+        eval (`datasets.Dataset`): Evaluation split, same columns.
+        label_names (`list[str]`): Class names, indexed by class id.
+        eval_split (`str`): Where `eval` came from, e.g. `"test"` or `"10% of train"` (for summaries).
+        pixel_key (`str`), label_key (`str`): The two column names.
+
+    Example:
+
+    ```python
+    >>> from hf_advft.data import load_image_dataset
+    >>> data = load_image_dataset("digits", validation_split_percentage=20)
+    >>> data.num_labels, data.eval_split, data.train.column_names
+    (10, '20% of train', ['pixel_values', 'labels'])
+    ```
+    """
+
+    train: datasets.Dataset
+    eval: datasets.Dataset
+    label_names: list[str]
+    eval_split: str
+    pixel_key: str = "pixel_values"
+    label_key: str = "labels"
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.label_names))
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.label_names)}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Sources
+def load_digits_dataset() -> datasets.DatasetDict:
+    """sklearn's 1,797 8x8 grayscale digits as a `DatasetDict` with a single `train` split (`image`, `label`)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = (digits.images * (255 / 16)).round().astype(np.uint8)
+    return datasets.DatasetDict({"train": _image_dataset(images, digits.target, [str(i) for i in range(10)])})
+
+
+def load_fashion_mnist(data_dir: str = FASHION_MNIST_DIR) -> datasets.DatasetDict:
+    """Fashion-MNIST (`train`: 60,000, `test`: 10,000 28x28 grayscale images) from its IDX files in `data_dir`.
+
+    The files are those of the Debian package `dataset-fashion-mnist` (`sudo apt-get install -y
+    dataset-fashion-mnist` puts them in `/usr/share/datasets/fashion-mnist`), gzipped or not.
+    """
+    return datasets.DatasetDict({split: _image_dataset(*load_fashion_mnist_arrays(data_dir, split),
+                                                       list(FASHION_MNIST_LABELS)) for split in ("train", "test")})
+
+
+def load_fashion_mnist_arrays(data_dir: str = FASHION_MNIST_DIR, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """One Fashion-MNIST split (`"train"` or `"test"`) as `(images uint8 [N, 28, 28], labels uint8 [N])` arrays."""
+    if split not in ("train", "test"):
+        raise ValueError(f"Fashion-MNIST has the splits 'train' and 'test', not {split!r}.")
+    prefix = "train" if split == "train" else "t10k"
+    images = _read_idx(_find_idx(data_dir, f"{prefix}-images-idx3-ubyte"))
+    labels = _read_idx(_find_idx(data_dir, f"{prefix}-labels-idx1-ubyte"))
+    if len(images) != len(labels):
+        raise ValueError(f"Fashion-MNIST {split}: {len(images)} images but {len(labels)} labels in {data_dir!r}.")
+    return images, labels
+
+
+def _image_dataset(images: np.ndarray, labels: np.ndarray, names: list[str]) -> datasets.Dataset:
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names)})
+    return datasets.Dataset.from_dict({"image": list(images), "label": labels.astype(np.int64)}, features=features)
+
+
+def _find_idx(data_dir: str, name: str) -> str:
+    for candidate in (name, name + ".gz"):
+        path = os.path.join(data_dir, candidate)
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(
+        f"Fashion-MNIST: no {name}[.gz] in {data_dir!r}. Install the Debian package with "
+        f"`sudo apt-get install -y dataset-fashion-mnist` (it puts the IDX files in {FASHION_MNIST_DIR}), point "
+        f"--fashion_mnist_dir at a directory holding the four IDX files, or, with network access, use the Hub copy: "
+        f"--dataset_name zalando-datasets/fashion_mnist."
+    )
+
+
+def _read_idx(path: str) -> np.ndarray:
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] != 0x08:
+        raise ValueError(f"{path} is not an IDX file of unsigned bytes.")
+    ndim = raw[3]
+    shape = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _load_raw(name_or_path: str, config_name: str | None, cache_dir: str | None,
+              fashion_mnist_dir: str) -> tuple[datasets.DatasetDict, str]:
+    """Return the dataset's splits and its kind: "builtin", "saved", "imagefolder" or "hub"."""
+    if name_or_path == "digits":
+        return load_digits_dataset(), "builtin"
+    if name_or_path == "fashion_mnist":
+        return load_fashion_mnist(fashion_mnist_dir), "builtin"
+    if os.path.isdir(name_or_path):
+        if any(os.path.isfile(os.path.join(name_or_path, f)) for f in ("dataset_dict.json", "state.json")):
+            loaded = datasets.load_from_disk(name_or_path)
+            if isinstance(loaded, datasets.Dataset):
+                loaded = datasets.DatasetDict({"train": loaded})
+            return loaded, "saved"
+        return datasets.load_dataset("imagefolder", data_dir=name_or_path, cache_dir=cache_dir), "imagefolder"
+    return datasets.load_dataset(name_or_path, config_name, cache_dir=cache_dir), "hub"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Columns, labels, unreadable images
+def find_column(dataset: datasets.Dataset, requested: str | None, candidates: tuple[str, ...], feature_type: type,
+                what: str, option: str) -> str | None:
+    """The column named `requested`, else the first of `candidates`, else the only column of `feature_type`.
+
+    Raises a `ValueError` listing the dataset's columns when `requested` is not one of them; returns `None` when
+    nothing matches.
+    """
+    columns = dataset.column_names
+    if requested is not None:
+        if requested not in columns:
+            raise ValueError(f"Unknown {what} column {requested!r} ({option}): the dataset's columns are {columns}.")
+        return requested
+    for name in candidates:
+        if name in columns:
+            return name
+    typed = [name for name, feature in dataset.features.items() if isinstance(feature, feature_type)]
+    return typed[0] if len(typed) == 1 else None
+
+
+def _label_names(splits: list[datasets.Dataset], column: str, num_labels: int | None) -> list[str]:
+    feature = splits[0].features[column]
+    if isinstance(feature, datasets.ClassLabel):
+        if num_labels is not None and num_labels != feature.num_classes:
+            raise ValueError(
+                f"--num_labels={num_labels} but the label column {column!r} is a ClassLabel with "
+                f"{feature.num_classes} classes; drop --num_labels."
+            )
+        return list(feature.names)
+    if num_labels is None:
+        raise ValueError(
+            f"The label column {column!r} is {feature!r}, not a ClassLabel, so the number of classes is unknown. Pass "
+            f"--num_labels N (labels must then be integer ids 0..N-1), or cast the column to a ClassLabel "
+            f"(`dataset.class_encode_column({column!r})`) before saving the dataset."
+        )
+    if not (isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint"))):
+        raise ValueError(
+            f"--num_labels needs integer class ids, but the label column {column!r} is {feature!r}; encode it with "
+            f"`dataset.class_encode_column({column!r})`."
+        )
+    if num_labels < 2:
+        raise ValueError(f"--num_labels must be >= 2, got {num_labels}.")
+    values = np.concatenate([np.asarray(split.unique(column)) for split in splits])
+    if values.size and (values.min() < 0 or values.max() >= num_labels):
+        raise ValueError(
+            f"Labels in column {column!r} range over [{values.min()}, {values.max()}], outside [0, {num_labels - 1}] "
+            f"for --num_labels={num_labels}."
+        )
+    return [str(i) for i in range(num_labels)]
+
+
+def _readable(value) -> bool:
+    try:
+        source = io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"]
+        with Image.open(source) as image:
+            image.verify()  # reads the file's structure (PNG chunks and CRCs) without decoding the pixels
+        return True
+    except Exception:  # PIL raises many types (UnidentifiedImageError, SyntaxError, OSError, struct.error...)
+        return False
+
+
+def _drop_unreadable(dataset: datasets.Dataset, column: str, policy: str, split: str) -> datasets.Dataset:
+    raw = dataset.cast_column(column, datasets.Image(decode=False)).select_columns([column])
+    bad, paths, index = [], [], 0
+    for batch in raw.iter(batch_size=1000):
+        for value in batch[column]:
+            if not _readable(value):
+                bad.append(index)
+                paths.append(value.get("path") or f"row {index}")
+            index += 1
+    if not bad:
+        return dataset
+    shown = ", ".join(paths[:5]) + (", ..." if len(paths) > 5 else "")
+    if policy == "error":
+        raise ValueError(
+            f"{len(bad)} unreadable image(s) in the {split!r} split: {shown}. Remove or fix them, or pass "
+            f"--unreadable_images skip to drop them with a warning."
+        )
+    logger.warning(f"Skipped {len(bad)} unreadable image(s) of {len(dataset)} in the {split!r} split: {shown}")
+    keep = np.setdiff1d(np.arange(len(dataset)), np.asarray(bad))
+    return dataset.select(keep)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The loader
+def load_image_dataset(
+    name_or_path: str,
+    *,
+    config_name: str | None = None,
+    train_split: str = "train",
+    eval_split: str | None = None,
+    validation_split_percentage: float = DEFAULT_VALIDATION_PERCENT,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    num_labels: int | None = None,
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
+    unreadable_images: str = DEFAULT_UNREADABLE,
+    seed: int = 0,
+    cache_dir: str | None = None,
+    fashion_mnist_dir: str = FASHION_MNIST_DIR,
+    pixel_key: str = "pixel_values",
+    label_key: str = "labels",
+) -> ImageClassificationData:
+    """Load an image-classification dataset as train/eval splits with columns `pixel_key` and `label_key`.
+
+    The recipes' `ScriptArguments` document each argument. The eval split is `eval_split`, else the first of
+    `validation`, `valid`, `val`, `test` present, else `validation_split_percentage` percent of `train_split`, held
+    out with `seed` (stratified by class when the labels are a `ClassLabel`). Images of a local imagefolder are
+    checked first; `unreadable_images` says what happens to those PIL cannot read: `"skip"` (dropped with a warning
+    counting them), `"error"` (a `ValueError` listing them) or `"ignore"` (not checked; reading one fails later).
+    """
+    if unreadable_images not in UNREADABLE_POLICIES:
+        raise ValueError(f"unreadable_images={unreadable_images!r} is unknown: use one of {UNREADABLE_POLICIES}.")
+    if not 0 <= validation_split_percentage < 100:
+        raise ValueError(f"validation_split_percentage must be in [0, 100), got {validation_split_percentage}.")
+    raw, kind = _load_raw(name_or_path, config_name, cache_dir, fashion_mnist_dir)
+    if train_split not in raw:
+        raise ValueError(f"The dataset {name_or_path!r} has no split {train_split!r}; its splits are {list(raw)}.")
+    if eval_split is not None and eval_split not in raw:
+        raise ValueError(f"The dataset {name_or_path!r} has no split {eval_split!r}; its splits are {list(raw)}.")
+    train = raw[train_split]
+    image_col = find_column(train, image_column, IMAGE_COLUMNS, datasets.Image, "image", "--image_column")
+    if image_col is None:
+        raise ValueError(
+            f"No image column found in {name_or_path!r}: its columns are {train.column_names}. Name it with "
+            f"--image_column."
+        )
+    label_col = find_column(train, label_column, LABEL_COLUMNS, datasets.ClassLabel, "label", "--label_column")
+    if label_col is None:
+        raise ValueError(
+            f"The dataset {name_or_path!r} has no label column: its columns are {train.column_names}. For an "
+            f"imagefolder, put the images in one sub-folder per class (root/cat/1.png, root/dog/2.png); otherwise "
+            f"name the label column with --label_column."
+        )
+
+    if eval_split is None:
+        eval_split = next((s for s in EVAL_SPLITS if s in raw and s != train_split), None)
+    if eval_split is not None:
+        eval_ds, eval_name = raw[eval_split], eval_split
+        for name in (image_col, label_col):
+            if name not in eval_ds.column_names:
+                raise ValueError(f"The {eval_split!r} split has no column {name!r}: its columns are "
+                                 f"{eval_ds.column_names}.")
+    elif validation_split_percentage > 0:
+        parts = _hold_out(train, validation_split_percentage / 100, seed, label_col)
+        train, eval_ds = parts["train"], parts["test"]
+        eval_name = f"{validation_split_percentage:g}% of {train_split}"
+    else:
+        raise ValueError(
+            f"The dataset {name_or_path!r} has no eval split (splits: {list(raw)}) and validation_split_percentage "
+            f"is 0: pass --eval_split or a validation_split_percentage > 0 to hold out part of {train_split!r}."
+        )
+
+    label_names = _label_names([train, eval_ds], label_col, num_labels)
+    train = _take(train, max_train_samples, seed)
+    eval_ds = _take(eval_ds, max_eval_samples, seed)
+    if kind == "imagefolder" and unreadable_images != "ignore":  # after _take: a capped run checks only its rows
+        train = _drop_unreadable(train, image_col, unreadable_images, train_split)
+        eval_ds = _drop_unreadable(eval_ds, image_col, unreadable_images, eval_name)
+    rename = {image_col: pixel_key, label_col: label_key}
+    train, eval_ds = (ds.select_columns([image_col, label_col]).rename_columns(
+        {k: v for k, v in rename.items() if k != v}) for ds in (train, eval_ds))
+    return ImageClassificationData(train, eval_ds, label_names, eval_name, pixel_key, label_key)
+
+
+def _hold_out(train: datasets.Dataset, fraction: float, seed: int, label_col: str) -> datasets.DatasetDict:
+    if isinstance(train.features[label_col], datasets.ClassLabel):
+        try:
+            return train.train_test_split(test_size=fraction, seed=seed, stratify_by_column=label_col)
+        except ValueError as err:  # too few examples per class to stratify (tiny datasets)
+            logger.info(f"Holding out a random (not stratified) validation split: {err}")
+    return train.train_test_split(test_size=fraction, seed=seed)
+
+
+def _take(dataset: datasets.Dataset, n: int | None, seed: int) -> datasets.Dataset:
+    if n is None or n >= len(dataset):
+        return dataset
+    if n < 1:
+        raise ValueError(f"max_train_samples / max_eval_samples must be >= 1, got {n}.")
+    return dataset.shuffle(seed=seed).select(range(n))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Transforms
+class ImageTransform:
+    """One image (PIL, array, or `{"bytes", "path"}`) to the model's input tensor.
+
+    Converts the image to the model's channels (grayscale is repeated to RGB for a 3-channel model, color is turned
+    to luminance for a 1-channel one), applies `ops` (torchvision, ending in `ToTensor`: pixels in [0, 1]), then
+    `pixel_space.to_model` (the model's normalization).
+    """
+
+    def __init__(self, ops, mode: str, pixel_space: PixelSpace):
+        self.ops, self.mode, self.pixel_space = ops, mode, pixel_space
+
+    def __call__(self, image) -> torch.Tensor:
+        return self.pixel_space.to_model(self.ops(_to_pil(image).convert(self.mode)))
+
+    def __repr__(self) -> str:
+        return f"ImageTransform(mode={self.mode!r}, ops={self.ops}, normalization={self.pixel_space})"
+
+
+def _to_pil(image) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image
+    if isinstance(image, dict):
+        return Image.open(io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"])
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        scale = 255 if array.size and array.max() <= 1 else 1
+        array = (array.astype(np.float64) * scale).clip(0, 255).round().astype(np.uint8)
+    if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
+        array = array.transpose(1, 2, 0)  # channels-first arrays
+    return Image.fromarray(array.squeeze(-1) if array.ndim == 3 and array.shape[-1] == 1 else array)
+
+
+def build_image_transform(
+    image_size: int | tuple[int, int],
+    *,
+    channels: int = 3,
+    pixel_space: PixelSpace | None = None,
+    train: bool = False,
+    augmentation: str = DEFAULT_AUGMENTATION,
+    horizontal_flip: bool = True,
+) -> ImageTransform:
+    """The train or eval transform for a model taking `channels` x `image_size` inputs.
+
+    Eval: resize the shorter side to the input size and center-crop. Train: `augmentation` `"pad_crop"` (resize,
+    pad by 1/8 of the side, random crop back: the CIFAR recipe), `"random_resized_crop"` (torchvision's, the
+    ImageNet recipe), `"none"` (the eval geometry), or `"auto"` (`pad_crop` up to 64 px inputs, else
+    `random_resized_crop`); then a random horizontal flip when `horizontal_flip`.
+
+    Example:
+
+    ```python
+    >>> from PIL import Image
+    >>> from hf_advft.data import build_image_transform
+    >>> transform = build_image_transform(32, channels=3, train=True)
+    >>> transform(Image.new("L", (28, 28))).shape
+    torch.Size([3, 32, 32])
+    ```
+    """
+    from torchvision import transforms as T
+
+    if augmentation not in AUGMENTATIONS:
+        raise ValueError(f"augmentation={augmentation!r} is unknown: use one of {AUGMENTATIONS}.")
+    if channels not in (1, 3):
+        raise ValueError(f"Only 1- and 3-channel models are supported, got {channels} channels.")
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    geometry = [T.Resize(min(size)), T.CenterCrop(size)]
+    ops = list(geometry)
+    if train:
+        if augmentation == "auto":
+            augmentation = "pad_crop" if max(size) <= PAD_CROP_MAX_SIZE else "random_resized_crop"
+        if augmentation == "pad_crop":
+            ops = [*geometry, T.RandomCrop(size, padding=max(1, round(min(size) / 8)))]
+        elif augmentation == "random_resized_crop":
+            ops = [T.RandomResizedCrop(size)]
+        if horizontal_flip:
+            ops.append(T.RandomHorizontalFlip())
+    ops.append(T.ToTensor())
+    return ImageTransform(T.Compose(ops), "RGB" if channels == 3 else "L", pixel_space or PixelSpace())
+
+
+class _BatchTransform:
+    # A class, not a closure, so that DataLoader workers started with "spawn" can pickle it.
+    def __init__(self, transform: ImageTransform, pixel_key: str, label_key: str):
+        self.transform, self.pixel_key, self.label_key = transform, pixel_key, label_key
+
+    def __call__(self, batch: dict) -> dict:
+        return {self.pixel_key: [self.transform(image) for image in batch[self.pixel_key]],
+                self.label_key: batch[self.label_key]}
+
+
+def set_image_transforms(data: ImageClassificationData, train_transform: ImageTransform,
+                         eval_transform: ImageTransform) -> ImageClassificationData:
+    """Apply the transforms lazily (`set_transform`): examples come out as `{pixel_key: tensor, label_key: int}`."""
+    data.train.set_transform(_BatchTransform(train_transform, data.pixel_key, data.label_key))
+    data.eval.set_transform(_BatchTransform(eval_transform, data.pixel_key, data.label_key))
+    return data

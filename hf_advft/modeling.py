@@ -1,0 +1,172 @@
+"""Load the image classifiers the recipes fine-tune (transformers and timm) and save timm checkpoints loadably.
+
+Loading errors keep the library's own message and add a hint: most failures here are an offline machine, a Hub id
+that is not in the cache, or a local path that does not exist.
+"""
+
+from __future__ import annotations
+
+import os
+
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
+
+__all__ = [
+    "describe_timm_task",
+    "load_timm_classifier",
+    "load_transformers_classifier",
+    "loading_hint",
+    "save_timm_config",
+    "timm_input_spec",
+    "transformers_input_spec",
+]
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or (os.sep in name and os.path.exists(os.path.dirname(name) or "."))
+
+
+def loading_hint(name_or_path: str, *, library: str = "transformers") -> str:
+    """Why loading `name_or_path` may have failed, and what to do, for the error message."""
+    from huggingface_hub import constants
+
+    if os.path.isdir(os.path.expanduser(name_or_path)):
+        if library == "timm":
+            return (f"{name_or_path!r} is a directory: it needs the config.json and model.safetensors that "
+                    f"timm.models.save_for_hf, push_to_hf_hub or recipes/finetune_timm.py write.")
+        return (f"{name_or_path!r} is a directory: it needs config.json, the weights and preprocessor_config.json, "
+                f"as written by model.save_pretrained(dir) and image_processor.save_pretrained(dir).")
+    hint = ""
+    if _looks_like_path(name_or_path):
+        hint = f"{name_or_path!r} looks like a local path, but there is no such directory. "
+    offline = " (HF_HUB_OFFLINE=1 is set: only the cache is read)" if constants.HF_HUB_OFFLINE else ""
+    hint += (f"A Hub id loads from the network or from the local cache {constants.HF_HUB_CACHE}{offline}. To work "
+             f"offline, download the model beforehand on a machine with network (`hf download <id>`), or save it "
+             f"to a directory and pass that directory")
+    if library == "timm":
+        hint += (" (timm.models.save_for_hf(model, dir)), or pass --pretrained false to start from random weights "
+                 "(then train it cleanly first: a randomly initialised network has nothing to fine-tune).")
+    else:
+        hint += " (model.save_pretrained(dir) and image_processor.save_pretrained(dir))."
+    return hint
+
+
+def _with_hint(err: Exception, hint: str) -> Exception:
+    message = f"{err}\n\nhf-advft: {hint}"
+    try:
+        return type(err)(message)
+    except Exception:  # exception types whose constructor wants more than a message
+        return (OSError if isinstance(err, OSError) else RuntimeError)(message)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# transformers
+def load_transformers_classifier(name_or_path: str, *, label_names: list[str], cache_dir: str | None = None):
+    """`AutoModelForImageClassification` with a new `len(label_names)`-way head, and its `AutoImageProcessor`.
+
+    The head is replaced (`ignore_mismatched_sizes=True`) when its size differs; `id2label`/`label2id` are written
+    into the model config. Returns `(model, image_processor)`.
+    """
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    id2label = dict(enumerate(label_names))
+    try:
+        processor = AutoImageProcessor.from_pretrained(name_or_path, cache_dir=cache_dir)
+        model = AutoModelForImageClassification.from_pretrained(
+            name_or_path, num_labels=len(label_names), id2label=id2label,
+            label2id={name: i for i, name in id2label.items()}, ignore_mismatched_sizes=True, cache_dir=cache_dir,
+        )
+    except (OSError, ValueError) as err:
+        raise _with_hint(err, loading_hint(name_or_path)) from err
+    return model, processor
+
+
+def transformers_input_spec(model, processor=None) -> tuple[int, tuple[int, int]]:
+    """`(channels, (height, width))` a transformers model takes: the processor's (crop) size, else `config.image_size`."""
+    channels = int(getattr(model.config, "num_channels", 3))
+    size = None
+    if processor is not None:
+        processor = getattr(processor, "image_processor", processor)
+        candidates = [getattr(processor, "size", None)]
+        if getattr(processor, "do_center_crop", False):  # the crop is the final size
+            candidates.insert(0, getattr(processor, "crop_size", None))
+        for candidate in candidates:
+            if candidate is None:
+                continue
+            if isinstance(candidate, int):
+                size = (candidate, candidate)
+            elif candidate.get("height") and candidate.get("width"):
+                size = (int(candidate.get("height")), int(candidate.get("width")))
+            elif candidate.get("shortest_edge"):
+                size = (int(candidate.get("shortest_edge")),) * 2
+            if size is not None:
+                break
+    if size is None:
+        image_size = getattr(model.config, "image_size", None)
+        if image_size is None:
+            raise ValueError("Cannot tell the model's input size: pass --image_size.")
+        size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    return channels, size
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# timm
+def load_timm_classifier(name_or_path: str, *, num_labels: int, pretrained: bool = True,
+                         cache_dir: str | None = None):
+    """`timm.create_model(name, pretrained=pretrained, num_classes=num_labels)`.
+
+    `name_or_path` is a timm model name (`"resnet50.a1_in1k"`), a Hub id with the `hf-hub:` prefix, or a local
+    directory holding `config.json` + `model.safetensors` (loaded as `local-dir:`); timm drops the checkpoint's
+    classifier when its number of classes differs.
+    """
+    import timm
+
+    name = name_or_path
+    if not name.startswith(("hf-hub:", "local-dir:")) and os.path.isdir(os.path.expanduser(name)):
+        name = "local-dir:" + os.path.abspath(os.path.expanduser(name))
+    try:
+        return timm.create_model(name, pretrained=pretrained, num_classes=num_labels, cache_dir=cache_dir)
+    except (OSError, ValueError, RuntimeError) as err:
+        raise _with_hint(err, loading_hint(name_or_path.removeprefix("local-dir:"), library="timm")) from err
+
+
+def timm_input_spec(model, image_size: int | None = None) -> tuple[int, tuple[int, int]]:
+    """`(channels, (height, width))` from timm's `resolve_data_config`, with the size overridden by `image_size`."""
+    from timm.data import resolve_data_config
+
+    channels, height, width = resolve_data_config({}, model=model)["input_size"]
+    if image_size is not None:
+        height = width = image_size
+    return int(channels), (int(height), int(width))
+
+
+def describe_timm_task(model, *, label_names: list[str], input_size: tuple[int, int, int]) -> None:
+    """Record the fine-tuning task in `model.pretrained_cfg`: classes, label names, input size.
+
+    timm's `save_config_for_hf` (called on every AdvTrainer save, through `hf_advft.hub`, and by `save_timm_config`)
+    builds `config.json` from `pretrained_cfg`, so the saved directory then describes the fine-tuned model rather than
+    its source checkpoint, and `timm.data.resolve_data_config` gives the size the model was trained at.
+    """
+    cfg = model.pretrained_cfg
+    cfg.update(num_classes=len(label_names), label_names=list(label_names), input_size=tuple(input_size))
+    for key in ("test_input_size", "test_crop_pct", "label_descriptions", "label_offset", "pool_size"):
+        cfg.pop(key, None)  # they describe the source checkpoint (ImageNet evaluation, its labels, its input size)
+
+
+def save_timm_config(model, directory: str, pixel_space=None) -> None:
+    """Write timm's `config.json` (architecture, `pretrained_cfg` with classes, input size, mean/std) into `directory`.
+
+    With the `model.safetensors` the Trainer saves beside it, the directory loads with
+    `timm.create_model("local-dir:<directory>", pretrained=True)`. Only the config is written, not the weights (safe
+    under FSDP, where the Trainer gathers the sharded weights itself). `pixel_space` (a `PixelSpace`) overrides the
+    recorded mean/std with the normalization the training data actually carried.
+    """
+    # timm exports this writer only through its private `_hub` module (`save_for_hf` would rewrite the weights too).
+    from timm.models._hub import save_config_for_hf
+
+    model_config = None
+    if pixel_space is not None and pixel_space.mean is not None:
+        model_config = {"pretrained_cfg": {"mean": list(pixel_space.mean), "std": list(pixel_space.std)}}
+    save_config_for_hf(model, os.path.join(directory, "config.json"), model_config=model_config)

@@ -1,0 +1,213 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import tiny_vit
+from image_folders import write_digits_imagefolder
+
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "recipes"))
+
+import finetune_timm  # noqa: E402
+import finetune_vit  # noqa: E402
+import pretrain_timm  # noqa: E402
+
+from hf_advft.modeling import (  # noqa: E402
+    describe_timm_task,
+    load_timm_classifier,
+    load_transformers_classifier,
+    save_timm_config,
+)
+from hf_advft.script_utils import parse_recipe_args  # noqa: E402
+
+
+# Small, fast settings shared by the recipe runs: 1 epoch, PGD-2 training, PGD-2 evaluation, CPU, no reporting.
+FAST = ["--num_train_epochs", "1", "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "16",
+        "--adv_steps", "2", "--adv_step_size", "4/255", "--adv_eval_steps", "2", "--learning_rate", "1e-3",
+        "--use_cpu", "true", "--report_to", "none", "--disable_tqdm", "true", "--save_strategy", "no",
+        "--eval_split", "test", "--logging_steps", "1", "--seed", "0"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # On a loaded 2-core machine, two OpenMP threads that wait for each other make a tiny forward pass ~100x slower
+    # than one thread; these tests use tiny tensors, so one thread loses nothing.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _imagefolder(tmp_path, n_train=32, n_test=16, **kw):
+    root = tmp_path / "digits_png"
+    write_digits_imagefolder(str(root / "train"), n=n_train, **kw)
+    write_digits_imagefolder(str(root / "test"), n=n_test)
+    return root
+
+
+def _tiny_vit_dir(tmp_path):
+    from transformers import ViTImageProcessor
+
+    path = tmp_path / "tiny_vit"
+    tiny_vit(num_labels=3).save_pretrained(path)
+    ViTImageProcessor(size={"height": 16, "width": 16}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(path)
+    return path
+
+
+def _tiny_timm_dir(tmp_path, num_classes=5):
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = timm.create_model("resnet10t", pretrained=False, num_classes=num_classes)
+    path = tmp_path / "tiny_timm"
+    path.mkdir()
+    save_file(model.state_dict(), str(path / "model.safetensors"))
+    describe_timm_task(model, label_names=[f"c{i}" for i in range(num_classes)], input_size=(3, 16, 16))
+    save_timm_config(model, str(path))
+    return path, model
+
+
+def _args(module, *argv):
+    return parse_recipe_args(module.make_parser(), [str(a) for a in argv])
+
+
+def test_finetune_vit_main_on_local_model_and_imagefolder(tmp_path, capsys):
+    from transformers import AutoModelForImageClassification
+
+    data_dir, model_dir = _imagefolder(tmp_path), _tiny_vit_dir(tmp_path)
+    out = tmp_path / "out"
+    script_args, training_args = _args(finetune_vit, "--model_name_or_path", model_dir, "--dataset_name", data_dir,
+                                       "--output_dir", out, "--cache_dir", tmp_path / "cache", *FAST)
+    metrics = finetune_vit.main(script_args, training_args)
+
+    assert 0 <= metrics["eval_robust_accuracy"] <= 1 and 0 <= metrics["eval_accuracy"] <= 1
+    for name in ("model.safetensors", "config.json", "preprocessor_config.json", "adv_config.json",
+                 "eval_results.json"):
+        assert (out / name).exists(), name
+    assert json.loads((out / "adv_config.json").read_text())["adv_steps"] == 2
+    # A new 10-way head (the checkpoint had 3 classes), labelled with the folder names.
+    model = AutoModelForImageClassification.from_pretrained(out)
+    assert model.config.num_labels == 10 and model.config.id2label[4] == "4"
+    before = AutoModelForImageClassification.from_pretrained(model_dir)
+    assert not torch.equal(model.vit.embeddings.patch_embeddings.projection.weight,
+                           before.vit.embeddings.patch_embeddings.projection.weight)  # fine-tuned
+    summary = capsys.readouterr().out
+    assert "clean accuracy" in summary and f"robust accuracy  {metrics['eval_robust_accuracy']:.4f}" in summary
+    assert str(out) in summary and "AutoModelForImageClassification.from_pretrained" in summary
+    assert "1 process(es) on cpu, mixed precision no" in summary
+
+
+def test_finetune_timm_main_replaces_head_and_saves_loadable_checkpoints(tmp_path, capsys):
+    import timm
+
+    data_dir = _imagefolder(tmp_path)
+    model_dir, source = _tiny_timm_dir(tmp_path, num_classes=5)
+    out = tmp_path / "out"
+    script_args, training_args = _args(
+        finetune_timm, "--model_name_or_path", model_dir, "--dataset_name", data_dir, "--output_dir", out,
+        "--image_size", "16", "--cache_dir", tmp_path / "cache", *FAST, "--save_strategy", "epoch",
+    )
+    metrics = finetune_timm.main(script_args, training_args)
+    assert {"eval_accuracy", "eval_robust_accuracy"} <= set(metrics)
+
+    # Both the final directory and the epoch checkpoint load with timm's local-dir: scheme.
+    for path in (out, out / "checkpoint-4"):
+        model = timm.create_model(f"local-dir:{path}", pretrained=True)
+        assert model.num_classes == 10 and model.pretrained_cfg["input_size"] == (3, 16, 16)
+        assert model.pretrained_cfg["label_names"] == [str(i) for i in range(10)]
+    # The backbone starts from the local checkpoint and was fine-tuned; the 5-way head was replaced.
+    assert not torch.equal(model.state_dict()["conv1.0.weight"], source.state_dict()["conv1.0.weight"])
+    assert "timm.create_model" in capsys.readouterr().out
+
+
+def test_pretrain_timm_produces_the_directory_finetune_timm_loads(tmp_path):
+    data_dir = _imagefolder(tmp_path, n_train=24, n_test=8)
+    out = tmp_path / "clean"
+    script_args, training_args = _args(
+        pretrain_timm, "--model_name_or_path", "resnet10t", "--pretrained", "false", "--dataset_name", data_dir,
+        "--image_size", "16", "--output_dir", out, "--num_train_epochs", "1", "--per_device_train_batch_size", "8",
+        "--use_cpu", "true", "--report_to", "none", "--disable_tqdm", "true", "--save_strategy", "no",
+        "--eval_split", "test", "--cache_dir", tmp_path / "cache",
+    )
+    metrics = pretrain_timm.main(script_args, training_args)
+    assert 0 <= metrics["eval_accuracy"] <= 1
+    model = load_timm_classifier(str(out), num_labels=10)  # the path finetune_timm.py takes
+    assert model.num_classes == 10 and model.pretrained_cfg["input_size"] == (3, 16, 16)
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "recipes" / "configs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_yaml_configs_parse_into_the_dataclasses(config):
+    module = {"vit": finetune_vit, "pretrain": pretrain_timm}.get(
+        next((k for k in ("vit", "pretrain") if k in config.stem), None), finetune_timm)
+    values = yaml.safe_load(config.read_text())
+    script_args, training_args = _args(module, "--config", config)
+    for key, expected in values.items():
+        actual = getattr(script_args, key) if hasattr(script_args, key) else getattr(training_args, key)
+        actual = getattr(actual, "value", actual)  # transformers' enums
+        if isinstance(expected, str) and "/" in expected and key.startswith("adv_"):
+            num, den = expected.split("/")
+            expected = float(num) / float(den)
+        if key == "report_to":  # TrainingArguments turns "none" into an empty list
+            expected = [] if expected == "none" else [expected]
+        assert actual == expected, key
+    # The command line wins over the file.
+    _, overridden = _args(module, "--config", config, "--learning_rate", "0.5", "--seed", "7")
+    assert overridden.learning_rate == 0.5 and overridden.seed == 7
+
+
+def test_yaml_config_with_unknown_key_is_an_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dataset_name: digits\nlearning_rat: 0.1\n")
+    with pytest.raises(ValueError, match=r"unknown keys \['learning_rat'\]"):
+        _args(finetune_timm, "--config", bad)
+
+
+def test_missing_model_path_keeps_library_error_and_adds_offline_hint(tmp_path):
+    missing = str(tmp_path / "no_such_model")
+    with pytest.raises(OSError, match=r"(?s)Repo id must be.*looks like a local path, but there is no such directory"):
+        load_transformers_classifier(missing, label_names=["a", "b"])
+    with pytest.raises(OSError, match=r"(?s)HF_HUB_OFFLINE=1 is set.*hf download"):
+        load_transformers_classifier("google/vit-base-patch16-224-in21k", label_names=["a", "b"])
+    with pytest.raises(ValueError, match=r"(?s)has no source prefix.*no such directory.*--pretrained false"):
+        load_timm_classifier(missing, num_labels=2)
+    with pytest.raises(OSError, match=r"(?s)cannot find the requested files.*--pretrained false"):
+        load_timm_classifier("resnet18.a1_in1k", num_labels=2, pretrained=True)
+
+
+def test_vit_recipe_rejects_an_image_size_the_model_cannot_take(tmp_path):
+    data_dir, model_dir = _imagefolder(tmp_path, n_train=10, n_test=4), _tiny_vit_dir(tmp_path)
+    script_args, training_args = _args(finetune_vit, "--model_name_or_path", model_dir, "--dataset_name", data_dir,
+                                       "--output_dir", tmp_path / "out", "--image_size", "32",
+                                       "--cache_dir", tmp_path / "cache", *FAST)
+    with pytest.raises(ValueError, match="--image_size 32 differs from the 16x16 inputs"):
+        finetune_vit.main(script_args, training_args)
+
+
+@pytest.mark.multiprocess
+def test_accelerate_launch_two_processes_produces_a_loadable_checkpoint(tmp_path):
+    import timm
+
+    data_dir = _imagefolder(tmp_path, n_train=32, n_test=16)
+    model_dir, _ = _tiny_timm_dir(tmp_path, num_classes=10)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           str(ROOT / "recipes" / "finetune_timm.py"), "--model_name_or_path", str(model_dir),
+           "--dataset_name", str(data_dir), "--image_size", "16", "--output_dir", str(out),
+           "--cache_dir", str(tmp_path / "cache"), *FAST]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # 32 examples, 8 per process and step: 2 steps with 2 processes (4 with one).
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 2
+    assert proc.stdout.count("hf-advft: adversarial fine-tuning finished") == 1  # the main process reports
+    assert "2 process(es) on cpu" in proc.stdout
+    model = timm.create_model(f"local-dir:{out}", pretrained=True)
+    assert model.num_classes == 10
