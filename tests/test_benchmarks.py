@@ -1,0 +1,142 @@
+"""The benchmarks' `--quick` modes on tiny settings, so that the scripts cannot rot. No timing is asserted here:
+speed is measured by the benchmarks themselves (benchmarks/README.md)."""
+
+import gzip
+import importlib.util
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def step_overhead():
+    return _load("step_overhead")
+
+
+@pytest.fixture(scope="module")
+def compute_to_robustness():
+    return _load("compute_to_robustness")
+
+
+def test_step_overhead_quick(step_overhead, tmp_path):
+    out = tmp_path / "step_overhead.json"
+    # Blocks of 2 steps: each block mean must cover exactly `block` steps of every implementation.
+    opts = step_overhead.make_parser().parse_args(["--quick", "--block", "2", "--json", str(out),
+                                                   "--output_dir", str(tmp_path)])
+    step_overhead.main(opts)
+    report = json.loads(out.read_text())
+    assert report["meta"]["hardware"] and report["meta"]["date"]
+    assert [r["model"] for r in report["results"]] == ["vit", "resnet"]
+    expected_steps = opts.warmup + opts.reps * opts.block
+    for res in report["results"]:
+        rows = res["rows"]
+        for name, (module, _) in step_overhead.PEER_PACKAGES.items():  # a missing peer is reported, not hidden
+            installed = importlib.util.find_spec(module) is not None
+            assert (name in rows) == installed and (name in res["skipped"]) == (not installed)
+        assert {"AdvTrainer", "hand loop"} <= set(rows)
+        for name, row in rows.items():
+            assert row["steps_run"] == expected_steps, name  # every implementation did the same work
+            assert row["steps_timed"] == opts.reps * opts.block, name
+            assert len(row["block_means_s"]) == opts.reps and min(row["block_means_s"]) > 0
+            assert row["median_step_s"] == statistics.median(row["block_means_s"])
+            assert row["images_per_s"] == pytest.approx(opts.batch_size / row["median_step_s"])
+        for name in rows:
+            if name != "AdvTrainer":
+                ratio = res["ratios"][f"AdvTrainer / {name}"]
+                assert ratio == pytest.approx(rows["AdvTrainer"]["median_step_s"] / rows[name]["median_step_s"])
+    table = step_overhead.to_markdown(report["results"], opts)
+    assert table.count("| AdvTrainer |") == 2
+
+
+def test_step_overhead_peers_train(step_overhead, tmp_path):
+    """The hand-written floor really trains: parameters move, and the model is left in train mode."""
+    opts = step_overhead.make_parser().parse_args(["--quick"])
+    opts.batch_size, opts.steps = 8, 2
+    torch.manual_seed(0)
+    model = step_overhead.build_model("resnet", 16, quick=True)
+    before = [p.detach().clone() for p in model.parameters()]
+    loop = step_overhead.HandLoop(model, torch.rand(16, 3, 16, 16), torch.randint(0, 10, (16,)), opts)
+    loop.run(2)
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown on a machine without a GPU")
+def test_cuda_without_gpu_is_a_clear_error(step_overhead, compute_to_robustness):
+    for module in (step_overhead, compute_to_robustness):
+        with pytest.raises(ValueError, match="use --device cpu"):
+            module.main(module.make_parser().parse_args(["--quick", "--device", "cuda"]))
+
+
+@pytest.mark.slow
+def test_compute_to_robustness_quick_digits(compute_to_robustness, tmp_path):
+    out, png = tmp_path / "c2r.json", tmp_path / "c2r.png"
+    opts = compute_to_robustness.make_parser().parse_args(
+        ["--quick", "--dataset", "digits", "--json", str(out), "--plot", str(png), "--output_dir", str(tmp_path)])
+    report = compute_to_robustness.main(opts)
+    saved = json.loads(out.read_text())
+    rows = saved["rows"]
+    assert [r["kind"] for r in rows] == ["scratch", "scratch_short", "clean"] + ["aft"] * 5
+    n, k = saved["n_train"], opts.train_steps
+    a = rows[0]
+    # Passes come from AdvTrainer's log_history: k attack passes and 1 update pass per example and epoch.
+    assert a["attack_passes"] == opts.at_epochs * n * k and a["update_passes"] == opts.at_epochs * n
+    assert rows[2]["update_passes"] == opts.clean_epochs * n and rows[2]["attack_passes"] == 0
+    for r in rows[3:]:
+        assert r["attack_passes"] == r["steps"] * opts.batch_size * k
+        assert r["pretrain_passes"] == rows[2]["update_passes"]
+        assert 0 <= r["pgd20_accuracy"] <= 1 and 0 <= r["clean_accuracy"] <= 1
+    curve = a["curve"]
+    assert len(curve) == 7 and [p["attack_passes"] for p in curve] == sorted({p["attack_passes"] for p in curve})
+    v = saved["verdict"]
+    b = rows[3]
+    assert b["name"].startswith("(b)") and v["adversarial_compute_ratio"] == b["attack_passes"] / a["attack_passes"]
+    assert v["reaches_at_one_eighth"] == (b["pgd20_accuracy"] >= a["pgd20_accuracy"]
+                                          and v["adversarial_compute_ratio"] <= 1 / 8 + 1e-9)
+    assert compute_to_robustness.to_markdown(rows, opts).count("\n") == len(rows) + 1
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert report["plot"] == str(png) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(("milestones_hit", "step"), [(0, 0), (0, 49), (1, 50), (1, 74), (2, 75), (2, 99)])
+def test_piecewise_schedule(compute_to_robustness, milestones_hit, step):
+    assert compute_to_robustness.piecewise_lambda(step, num_training_steps=100) == pytest.approx(0.1**milestones_hit)
+
+
+def _write_idx(path, array):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_fashion_mnist_reader(compute_to_robustness, tmp_path):
+    """The IDX reader on files laid out like the Debian package's (gzipped), and the hint when they are missing."""
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 30), ("t10k", 12)):
+        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    opts = compute_to_robustness.make_parser().parse_args(["--data_dir", str(tmp_path), "--n_train", "20",
+                                                           "--n_test", "5"])
+    x_tr, y_tr, x_te, y_te = compute_to_robustness.load_data(opts)
+    assert x_tr.shape == (20, 1, 28, 28) and x_te.shape == (5, 1, 28, 28)
+    assert 0 <= float(x_tr.min()) and float(x_tr.max()) <= 1 and x_tr.dtype == torch.float32
+    assert y_tr.dtype == torch.long and set(y_tr.tolist()) <= set(range(10))
+    opts.data_dir = str(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="apt-get install -y dataset-fashion-mnist"):
+        compute_to_robustness.load_data(opts)
