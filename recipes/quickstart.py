@@ -106,6 +106,9 @@ def quiet(trainer):
 
 def main(opts) -> list[Row]:
     logging.getLogger("transformers").setLevel(logging.ERROR)
+    # One intra-op thread: this CNN is too small to gain from more, and on a busy 2-core machine OpenMP spin-waits
+    # made it 50x slower. It also makes the table reproducible (thread count changes float summation order).
+    torch.set_num_threads(opts.threads)
     out = opts.output_dir
     os.makedirs(out, exist_ok=True)
     train_ds, eval_ds = load_digits_split(opts.seed)
@@ -186,6 +189,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--at_epochs", type=int, default=15)
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (see main).")
     return p
 
 

@@ -28,6 +28,7 @@ def _lrs(sched, steps=STEPS):
 @pytest.mark.parametrize("decay", ["exponential", "linear", "cosine"])
 @pytest.mark.parametrize("warmup", [None, 10, 0])
 def test_shape(decay, warmup):
+    assert get_slow_start_fast_decay_schedule(_opt(), STEPS, warmup, decay=decay).lr_lambdas[0](STEPS) == pytest.approx(0.2)
     sched = get_slow_start_fast_decay_schedule(_opt(), STEPS, warmup, decay=decay, min_lr_ratio=0.01)
     lrs = _lrs(sched)
     w = 50 if warmup is None else warmup  # default warmup_ratio 0.5
@@ -41,8 +42,8 @@ def test_shape(decay, warmup):
 
 
 def test_exponential_decays_faster_than_linear_and_cosine():
-    lrs = {d: _lrs(get_slow_start_fast_decay_schedule(_opt(), STEPS, decay=d)) for d in ("exponential", "linear",
-                                                                                         "cosine")}
+    lrs = {d: _lrs(get_slow_start_fast_decay_schedule(_opt(), STEPS, decay=d, min_lr_ratio=0.01))
+           for d in ("exponential", "linear", "cosine")}
     quarter = 50 + 12  # a quarter of the way into the decay
     assert lrs["exponential"][quarter] < 0.5 * lrs["linear"][quarter]
     assert lrs["exponential"][quarter] < 0.5 * lrs["cosine"][quarter]
