@@ -72,10 +72,13 @@ def _step(grad: torch.Tensor, step_size: float, norm: str) -> torch.Tensor:
     return step_size * grad / _flat_norm(grad).clamp_min(1e-12)
 
 
-def _one_run(logits_fn, x, target, epsilon, step_size, steps, norm, random_start, loss_fn, generator):
+def _one_run(logits_fn, x, target, epsilon, step_size, steps, norm, random_start, loss_fn, generator,
+             early_stop=False):
     delta = _random_delta(x, epsilon, norm, generator) if random_start else torch.zeros_like(x)
     # Clamping x + delta to [0, 1] keeps delta inside the ball: both sets are convex and contain x.
     x_adv = (x + _project(delta, epsilon, norm)).clamp(0.0, 1.0)
+    if early_stop:
+        return _early_stop_run(logits_fn, x, target, x_adv, epsilon, step_size, steps, norm, loss_fn)
     for _ in range(steps):
         x_adv.requires_grad_(True)
         loss = loss_fn(logits_fn(x_adv), target).sum()
@@ -84,6 +87,23 @@ def _one_run(logits_fn, x, target, epsilon, step_size, steps, norm, random_start
         with torch.no_grad():
             delta = _project(x_adv + _step(grad.float(), step_size, norm) - x, epsilon, norm)
             x_adv = (x + delta).clamp(0.0, 1.0)
+    return x_adv.detach()
+
+
+def _early_stop_run(logits_fn, x, labels, x_adv, epsilon, step_size, steps, norm, loss_fn):
+    # The same loop, over the examples still classified correctly: one that an iterate fools keeps that iterate.
+    active = torch.arange(x.shape[0], device=x.device)
+    for _ in range(steps):
+        xa = x_adv[active].requires_grad_(True)
+        logits = logits_fn(xa)
+        (grad,) = torch.autograd.grad(loss_fn(logits, labels[active]).sum(), xa)
+        with torch.no_grad():
+            going = logits.argmax(-1) == labels[active]
+            active, xa, grad = active[going], xa[going], grad[going]
+            if active.numel() == 0:
+                break
+            delta = _project(xa + _step(grad.float(), step_size, norm) - x[active], epsilon, norm)
+            x_adv[active] = (x[active] + delta).clamp(0.0, 1.0)
     return x_adv.detach()
 
 
@@ -100,6 +120,7 @@ def pgd(
     restarts: int = 1,
     loss_fn: LossFn | None = None,
     generator: torch.Generator | None = None,
+    early_stop: bool = False,
 ) -> torch.Tensor:
     """Projected gradient descent (Madry et al. 2018) in the L-inf or L2 ball, on pixels in [0, 1].
 
@@ -120,6 +141,10 @@ def pgd(
         loss_fn (`Callable`, *optional*): `loss_fn(logits, y) -> (B,)` per-example loss to maximise; defaults to
             cross-entropy.
         generator (`torch.Generator`, *optional*): Source of randomness for the random start.
+        early_stop (`bool`, defaults to `False`): For evaluation, with `y` the class labels: an example stops moving
+            at the first iterate that is misclassified (that iterate is returned: an adversarial example in the
+            ball), and later steps attack only the others, so a step costs one pass per example still classified
+            correctly. Not combined with `restarts > 1` (rerun on the examples still robust instead).
 
     Returns:
         `torch.Tensor`: `x_adv`, detached, with `x_adv - x` inside the ball and `x_adv` in [0, 1].
@@ -137,13 +162,16 @@ def pgd(
     ```
     """
     check_attack_args(epsilon=epsilon, step_size=step_size, steps=steps, norm=norm, restarts=restarts)
+    if early_stop and restarts > 1:
+        raise ValueError("early_stop keeps the first fooling iterate, restarts the highest-loss one: use restarts=1 "
+                         "and rerun on the examples still classified correctly.")
     x = x.detach()
     if x.numel() == 0 or epsilon == 0:
         return x.clone()
     loss_fn = cross_entropy_per_example if loss_fn is None else loss_fn
     run = (logits_fn, x, y, epsilon, step_size, steps, norm, random_start, loss_fn, generator)
     with torch.enable_grad():
-        best = _one_run(*run)
+        best = _one_run(*run, early_stop=early_stop)
         if restarts == 1:
             return best
         with torch.no_grad():
