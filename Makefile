@@ -24,6 +24,18 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(PY) recipes/quickstart.py
 
+# Benchmarks (benchmarks/README.md). The peers and the plot are benchmark-only extras; torchattacks pins an old
+# `requests`, so it is installed with --no-deps. Fashion-MNIST comes offline from the Debian package.
+# `make bench BENCH_ARGS=--quick` is the smoke run.
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[bench]"
+	$(PY) -m pip install --quiet --no-deps torchattacks
+	dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || \
+		{ [ "$$(id -u)" = 0 ] || SUDO=sudo; $$SUDO apt-get update -qq && $$SUDO apt-get install -y dataset-fashion-mnist; }
+	$(PY) benchmarks/step_overhead.py $(BENCH_ARGS)
+	$(PY) benchmarks/compute_to_robustness.py $(BENCH_ARGS)
+	$(PY) benchmarks/eval_throughput.py $(BENCH_ARGS)
+
 lint: $(STAMP)
 	$(PY) -m pip install --quiet ruff
 	$(PY) -m ruff check hf_advft recipes tests benchmarks

@@ -28,10 +28,17 @@ setup(
         "safetensors>=0.4",
         "numpy>=1.24",
         "pyyaml>=6.0",
+        "jinja2>=3.0",  # huggingface_hub.ModelCard.from_template renders the robust model card with it
     ],
     extras_require={
-        "test": ["pytest>=8", "scikit-learn>=1.3", "pillow>=10"],
+        # The robust-evaluation tests run AutoAttack and draw the robustness curve, so they need both optional extras.
+        "test": ["pytest>=8", "scikit-learn>=1.3", "pillow>=10", "matplotlib>=3.7", "pyautoattack>=0.2"],
         "plot": ["matplotlib>=3.7"],
+        # AutoAttack (hf_advft.evaluation). pyautoattack declares no dependencies: it needs only torch and numpy.
+        "autoattack": ["pyautoattack>=0.2"],
+        # `make bench` (benchmarks/): the peers of step_overhead.py and the plots. torchattacks goes in separately
+        # with `pip install --no-deps torchattacks`, because it pins an old `requests`.
+        "bench": ["adversarial-robustness-toolbox>=1.17", "matplotlib>=3.7", "pyautoattack>=0.2"],
         "dev": ["ruff>=0.6"],
     },
     entry_points={"console_scripts": ["hf-advft=hf_advft.cli:main"]},

@@ -29,6 +29,30 @@ def make_parser() -> argparse.ArgumentParser:
 _COMMANDS: list = []
 
 
+def _add_evaluate(subparsers) -> None:
+    from .evaluate_command import add_evaluate_command
+
+    add_evaluate_command(subparsers)
+
+
+_COMMANDS.append(_add_evaluate)
+
+
+def _add_card(subparsers) -> None:
+    from .hub_commands import add_card_command
+
+    add_card_command(subparsers)
+
+
+def _add_push(subparsers) -> None:
+    from .hub_commands import add_push_command
+
+    add_push_command(subparsers)
+
+
+_COMMANDS.extend([_add_card, _add_push])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     return int(args.func(args) or 0)

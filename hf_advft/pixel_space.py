@@ -74,7 +74,7 @@ class PixelSpace:
             mean, std = self._stats(x)
             x = x * std + mean
         if check:
-            lo, hi = float(x.min()), float(x.max())
+            lo, hi = torch.stack(torch.aminmax(x)).tolist()  # one device sync, not two
             if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
                 raise ValueError(self._range_message(lo, hi))
         return x.clamp(0.0, 1.0)

@@ -19,7 +19,10 @@ from transformers import Trainer
 from transformers.utils import logging
 
 from .attacks import pgd
-from .evaluation import compute_accuracy
+from .checkpointing import ComputeSpentCallback, last_complete_checkpoint
+from .evaluation import autoattack_metrics, compute_accuracy
+from .hub import copy_card_files, require_token, save_trainer_files
+from .model_card import ADV_CONFIG_NAME
 from .objectives import compute_objective, kl_per_example, needs_clean_logits
 from .pixel_space import resolve_pixel_space
 from .schedules import SLOW_START_FAST_DECAY, epsilon_factor, get_slow_start_fast_decay_schedule
@@ -28,7 +31,6 @@ from .training_args import AdvTrainingArguments
 
 logger = logging.get_logger(__name__)
 
-ADV_CONFIG_NAME = "adv_config.json"
 # Private batch key carrying the clean inputs from `training_step` to `compute_loss`.
 _CLEAN_KEY = "_hf_advft_clean_inputs"
 
@@ -74,13 +76,23 @@ class AdvTrainer(Trainer):
         if args.label_names is None:
             # timm models have no `labels` argument, so the Trainer would not find the labels by itself.
             self.label_names = [args.adv_label_key]
-        self.loss_is_scaled_for_ga = False  # our loss is a per-micro-batch mean: the Trainer divides it by GA steps
+        # Our loss is a per-micro-batch mean, so the Trainer must divide it by the accumulation steps: newer
+        # transformers read `loss_is_scaled_for_ga`, older ones divide when `model_accepts_loss_kwargs` is False.
+        self.loss_is_scaled_for_ga = False
+        self.model_accepts_loss_kwargs = False
         core = self.accelerator.unwrap_model(self.model)
         self.pixel_space = resolve_pixel_space(args.adv_image_mean, args.adv_image_std, self.processing_class, core)
         self._kwarg_call = args.adv_pixel_key in inspect.signature(core.forward).parameters
         self._adv_metrics: dict[str, list[torch.Tensor]] = defaultdict(list)
         # Example-passes spent, per process: `attack` forward+backward passes and `update` forward+backward passes.
         self.compute_spent = {"attack": 0, "update": 0}
+        # Totals (all processes) restored from a checkpoint on resume; `ComputeSpentCallback` carries them in it.
+        self._spent_base = {"attack": 0, "update": 0}
+        self.add_callback(ComputeSpentCallback())
+        # Model card metadata (license, finetuned_from, dataset, evaluation=...) given to create_model_card or
+        # push_to_hub, kept for every later save; and when training started, for the card's wall time.
+        self.model_card_fields: dict = {}
+        self._train_start_time: float | None = None
         logger.info(f"AdvTrainer: normalization from {self.pixel_space.source}.")
 
     # ----------------------------------------------------------------------------------------------------------------
@@ -99,12 +111,13 @@ class AdvTrainer(Trainer):
             )
         return logits
 
+    def _params_sharded(self) -> bool:
+        ds_plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
+        return bool(self.is_fsdp_enabled or (self.is_deepspeed_enabled and getattr(ds_plugin, "zero_stage", 0) == 3))
+
     def _attack_model(self, model):
         # Sharded parameters (FSDP, DeepSpeed ZeRO-3) only exist inside the wrapper's forward: attack through it.
-        ds_plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
-        if self.is_fsdp_enabled or (self.is_deepspeed_enabled and getattr(ds_plugin, "zero_stage", 0) == 3):
-            return model
-        return self.accelerator.unwrap_model(model)
+        return model if self._params_sharded() else self.accelerator.unwrap_model(model)
 
     def _batch(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (pixels in [0, 1], labels) of a batch, with errors that name the missing key."""
@@ -122,7 +135,9 @@ class AdvTrainer(Trainer):
     ) -> torch.Tensor:
         """Run PGD on `pixels` in [0, 1], maximising CE (or the KL for `objective="trades"`); mode and flags restored."""
         attack_model = self._attack_model(model)
-        params = list(attack_model.parameters())
+        # Sharded wrappers own their parameters' flags (FSDP1 raises inside autograd.grad when a flat parameter's
+        # requires_grad changed): leave them. Only the input gradient is asked for, so `.grad` stays untouched.
+        params = [] if self._params_sharded() else list(attack_model.parameters())
         flags = [p.requires_grad for p in params]
         was_training = attack_model.training
         logits_fn = self.pixel_space.wrap(lambda x: self._logits(attack_model, x))
@@ -178,7 +193,8 @@ class AdvTrainer(Trainer):
         adv_inputs = dict(inputs)
         adv_inputs[args.adv_pixel_key] = self.pixel_space.to_model(x_adv).to(inputs[args.adv_pixel_key].dtype)
         adv_inputs[_CLEAN_KEY] = inputs[args.adv_pixel_key]
-        self._adv_metrics["adv_epsilon"].append(torch.tensor(epsilon, device=labels.device))
+        # A CPU scalar: creating it on the GPU would be a blocking host-to-device copy, a stream sync every step.
+        self._adv_metrics["adv_epsilon"].append(torch.tensor(epsilon))
         return super().training_step(model, adv_inputs, num_items_in_batch)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -220,30 +236,49 @@ class AdvTrainer(Trainer):
         # Training logs carry "loss"; they are emitted on every process at once, so the reduction below is safe.
         if "loss" in logs and self._adv_metrics:
             for key, values in self._adv_metrics.items():
-                value = self.accelerator.reduce(torch.stack(values).float().mean(), reduction="mean")
+                value = torch.stack([v.to(self.args.device) for v in values]).float().mean()
+                value = self.accelerator.reduce(value, reduction="mean")
                 logs[key] = round(value.item(), 6)
-            spent = torch.tensor([self.compute_spent["attack"], self.compute_spent["update"]],
-                                 device=self.args.device, dtype=torch.float64)
-            spent = self.accelerator.reduce(spent, reduction="sum")
-            logs["adv_attack_passes"], logs["adv_update_passes"] = int(spent[0]), int(spent[1])
+            spent = self._total_spent()
+            logs["adv_attack_passes"], logs["adv_update_passes"] = spent["attack"], spent["update"]
             self._adv_metrics.clear()
+        if start_time is not None:
+            self._train_start_time = start_time
         super().log(logs, start_time)
+
+    def _total_spent(self) -> dict[str, int]:
+        """Example-passes spent since the run began, summed over processes (a collective: call it on every process)."""
+        spent = torch.tensor([self.compute_spent["attack"], self.compute_spent["update"]],
+                             device=self.args.device, dtype=torch.float64)
+        spent = self.accelerator.reduce(spent, reduction="sum")
+        base = self._spent_base
+        return {"attack": base["attack"] + int(spent[0]), "update": base["update"] + int(spent[1])}
 
     # ----------------------------------------------------------------------------------------------------------------
     # Evaluation
+    def _autoattack_after_training(self, output):
+        if self.args.adv_autoattack_examples > 0:  # the trustworthy number, once, on the final model
+            metrics = autoattack_metrics(self)
+            if metrics:
+                self.log(metrics)
+                output.metrics.update(metrics)
+        return output
+
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
                         metric_key_prefix="eval"):
         output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys,
                                          metric_key_prefix)
+        output.metrics[f"{metric_key_prefix}_examples"] = output.num_samples
         if self.args.adv_eval_steps > 0:
             start = time.time()
-            robust = self._robust_accuracy(dataloader)
+            robust, n_robust = self._robust_accuracy(dataloader)
             if robust is not None:
                 output.metrics[f"{metric_key_prefix}_robust_accuracy"] = robust
+                output.metrics[f"{metric_key_prefix}_robust_examples"] = n_robust  # the model card reports them
                 output.metrics[f"{metric_key_prefix}_robust_runtime"] = round(time.time() - start, 4)
         return output
 
-    def _robust_accuracy(self, dataloader) -> float | None:
+    def _robust_accuracy(self, dataloader) -> tuple[float | None, int]:
         args = self.args
         model = self.model_wrapped if self.model_wrapped is not None else self.model
         budget = args.adv_eval_max_examples
@@ -273,8 +308,32 @@ class AdvTrainer(Trainer):
             # gather_for_metrics drops the samples a distributed sampler duplicated to even out the last batch.
             correct.append(self.accelerator.gather(hit) if truncated else self.accelerator.gather_for_metrics(hit))
         if not correct:
-            return None
-        return float(torch.cat(correct).mean())
+            return None, 0
+        hits = torch.cat(correct)
+        return float(hits.mean()), hits.numel()
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Checkpoints and resume (see hf_advft.checkpointing)
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        if resume_from_checkpoint is True:
+            # transformers picks the highest checkpoint-N even when a killed job left it half-written.
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"No complete checkpoint found in output directory ({self.args.output_dir}).")
+        return self._autoattack_after_training(super().train(resume_from_checkpoint, *args, **kwargs))
+
+    def _save_checkpoint(self, model, trial):
+        totals = self._total_spent()  # every process saves a checkpoint at the same step, so the reduction is safe
+        for cb in self.callback_handler.callbacks:
+            if isinstance(cb, ComputeSpentCallback):
+                cb.attack_passes, cb.update_passes = totals["attack"], totals["update"]
+        super()._save_checkpoint(model, trial)
+
+    def _load_callback_state(self):
+        super()._load_callback_state()
+        saved = ComputeSpentCallback.saved_in(self.state)  # runs on resume, once the checkpoint's state is loaded
+        if saved is not None:
+            self._spent_base, self.compute_spent = saved, {"attack": 0, "update": 0}
 
     # ----------------------------------------------------------------------------------------------------------------
     # Saving
@@ -284,3 +343,25 @@ class AdvTrainer(Trainer):
         if self.args.should_save:
             with open(os.path.join(output_dir, ADV_CONFIG_NAME), "w") as f:
                 json.dump(self.args.adv_config(), f, indent=2, sort_keys=True)
+            save_trainer_files(self, output_dir)  # the robust model card, its adv_results.json, timm's config.json
+
+    def create_model_card(self, **kwargs) -> None:
+        """Write the robust model card (`README.md`, see `hf_advft.model_card`) into `args.output_dir`.
+
+        Takes `Trainer.create_model_card`'s arguments (`finetuned_from`, `license`, `dataset`, `dataset_tags`, `tags`,
+        `model_name`), also through `push_to_hub(**kwargs)`, plus `evaluation=` (a `RobustnessResult` of the current
+        weights, then the card's only numbers) and `curve_image=`. A README you wrote yourself is never overwritten.
+        """
+        if self.is_world_process_zero():
+            save_trainer_files(self, self.args.output_dir, **kwargs)
+
+    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
+        if self.is_world_process_zero():  # a missing token fails here, before any training, with how to log in
+            require_token(token if token is not None else self.args.hub_token)
+        super().init_hf_repo(token=token, private=private)
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        # The Trainer copies only the weights and configs from the checkpoint into output_dir before uploading it.
+        if self.is_world_process_zero():
+            copy_card_files(checkpoint_folder, self.args.output_dir)
+        super()._push_from_checkpoint(checkpoint_folder)

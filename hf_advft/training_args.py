@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from copy import deepcopy
 from dataclasses import dataclass, field, fields
 
 from transformers import TrainingArguments
@@ -17,7 +18,8 @@ ATTACK_MODES = ("eval", "train")
 EPSILON_SCHEDULES = ("constant", "linear")
 
 
-@dataclass
+# repr=False keeps TrainingArguments' repr, which hides `hub_token`; the generated one would print it.
+@dataclass(repr=False)
 class AdvTrainingArguments(TrainingArguments):
     """Training arguments for adversarial fine-tuning with [`AdvTrainer`].
 
@@ -84,6 +86,11 @@ class AdvTrainingArguments(TrainingArguments):
     adv_eval_restarts: int = field(default=1, metadata={"help": "Restarts of the eval PGD attack."})
     adv_eval_max_examples: int | None = field(
         default=None, metadata={"help": "Attack at most this many eval examples per process (None: all)."}
+    )
+    adv_autoattack_examples: int = field(
+        default=0,
+        metadata={"help": "At the end of train(), run AutoAttack (standard, at the eval epsilon) on this many eval "
+                          "examples and report eval_autoattack_accuracy; 0 disables it. Needs hf-advft[autoattack]."},
     )
     adv_image_mean: list[float] | None = field(
         default=None,
@@ -154,6 +161,13 @@ class AdvTrainingArguments(TrainingArguments):
             raise ValueError(f"adv_eval_max_examples must be >= 1 or None, got {self.adv_eval_max_examples}.")
         if (self.adv_image_mean is None) != (self.adv_image_std is None):
             raise ValueError("Pass both adv_image_mean and adv_image_std, or neither.")
+        if not isinstance(self.adv_autoattack_examples, int) or self.adv_autoattack_examples < 0:
+            raise ValueError(f"adv_autoattack_examples must be an integer >= 0 (0 disables it), got "
+                             f"{self.adv_autoattack_examples!r}.")
+        if self.adv_autoattack_examples > 0:
+            from .evaluation_utils import import_autoattack
+
+            import_autoattack()  # fail now, with the install hint, rather than after training
 
     @property
     def eval_epsilon(self) -> float:
@@ -164,6 +178,26 @@ class AdvTrainingArguments(TrainingArguments):
         if self.adv_eval_step_size is not None:
             return self.adv_eval_step_size
         return 2.5 * self.eval_epsilon / max(1, self.adv_eval_steps)
+
+    def __getstate__(self) -> dict:
+        # The Trainer pickles these arguments into `training_args.bin` in every checkpoint and uploads that file with
+        # the model: a pickle of them never carries the Hub token (copies in memory keep it: __copy__, __deepcopy__).
+        state = dict(self.__dict__)
+        for key in state:
+            if key.endswith("_token") and isinstance(state[key], str):
+                state[key] = None
+        return state
+
+    def __copy__(self):
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        return clone
+
+    def __deepcopy__(self, memo):
+        clone = object.__new__(type(self))
+        memo[id(self)] = clone
+        clone.__dict__.update(deepcopy(self.__dict__, memo))
+        return clone
 
     def adv_config(self) -> dict:
         """Every adversarial setting (the `adv_*` fields, the schedule and its kwargs), for `adv_config.json`."""

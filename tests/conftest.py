@@ -99,3 +99,12 @@ def trained_cnn(digits16):
 
 def np_seed():
     np.random.seed(0)
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for tiny models: faster, and immune to OpenMP spin-waits on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

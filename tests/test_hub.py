@@ -157,7 +157,7 @@ def test_card_renders_sections_model_index_and_curve(tmp_path):
     assert "![Robust accuracy against epsilon](robustness_curve.png)" in text
     assert "| PGD accuracy | 90.0% | 41.0% | 10.0% |" in text and "0.4300" in text
     assert "eps = 8/255" in text and "ramped linearly over the first 30%" in text
-    assert "slow start over 50% of the steps, then exponential decay to 0.01 x the peak" in text
+    assert "slow start over 50% of the steps, then exponential decay to 0.2 x the peak" in text
     assert "| Total forward+backward passes | 1,100 |" in text and "12.5 s" in text
     assert 'timm.create_model("hf-hub:me/resnet-robust", pretrained=True)' in text
     assert "@article{jeddi2020simple" in text and "arXiv:2012.13628" in text and "@software{hf_advft" in text
