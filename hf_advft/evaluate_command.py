@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import typing
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -151,10 +152,10 @@ def run_evaluate(args) -> int:
         plot_robustness_curve(result, out_dir / ROBUSTNESS_PNG, title=f"{Path(args.model).name} on {args.dataset}")
         written.append(str(out_dir / ROBUSTNESS_PNG))
     except ImportError as err:
-        print(f"hf-advft evaluate: no plot ({err})")
+        sys.stdout.write(f"hf-advft evaluate: no plot ({err})\n")
     except ValueError:
         pass  # the curve was switched off (--curve_epsilons ""): nothing to draw
     # The command's output for the person at the terminal (the library itself never prints).
-    print(result.summary())
-    print("wrote " + ", ".join(written))
+    sys.stdout.write(result.summary() + "\n")
+    sys.stdout.write("wrote " + ", ".join(written) + "\n")
     return 0

@@ -31,14 +31,15 @@ def fraction(flags: torch.Tensor) -> float:
 # ------------------------------------------------------------------------------------------------------------------
 # Model calls, data and pixel space
 def logits_of(out) -> torch.Tensor:
+    """The logits of a model's output: a tensor (timm), or `.logits` / `["logits"]` (transformers ModelOutput)."""
     if isinstance(out, torch.Tensor):
         return out
     logits = getattr(out, "logits", None)
     if logits is None and isinstance(out, dict):
         logits = out.get("logits")
     if not isinstance(logits, torch.Tensor):
-        raise TypeError(f"The model returned {type(out).__name__} with no `logits`: evaluate_robustness needs a logits "
-                        f"tensor or an output with a `.logits` attribute (like transformers' ImageClassifierOutput).")
+        raise TypeError(f"The model returned {type(out).__name__} with no `logits`: hf-advft needs a logits tensor or "
+                        f"an output with a `.logits` attribute (like transformers' ImageClassifierOutput).")
     return logits
 
 

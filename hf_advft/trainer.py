@@ -21,6 +21,7 @@ from transformers.utils import logging
 from .attacks import pgd
 from .checkpointing import ComputeSpentCallback, last_complete_checkpoint
 from .evaluation import autoattack_metrics, compute_accuracy
+from .evaluation_utils import logits_of
 from .hub import copy_card_files, require_token, save_trainer_files
 from .model_card import ADV_CONFIG_NAME
 from .objectives import compute_objective, kl_per_example, needs_clean_logits
@@ -99,17 +100,7 @@ class AdvTrainer(Trainer):
     # Model calls
     def _logits(self, model, model_inputs: torch.Tensor) -> torch.Tensor:
         out = model(**{self.args.adv_pixel_key: model_inputs}) if self._kwarg_call else model(model_inputs)
-        if isinstance(out, torch.Tensor):
-            return out
-        logits = getattr(out, "logits", None)
-        if logits is None and isinstance(out, dict):
-            logits = out.get("logits")
-        if not isinstance(logits, torch.Tensor):
-            raise TypeError(
-                f"The model returned {type(out).__name__} with no `logits`: AdvTrainer needs a logits tensor or an "
-                f"output with a `.logits` attribute (like transformers' ImageClassifierOutput)."
-            )
-        return logits
+        return logits_of(out)
 
     def _params_sharded(self) -> bool:
         ds_plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
