@@ -82,9 +82,10 @@ class Row:
 
 
 def trainer_kwargs(out, seed, epochs, lr, batch, scheduler, **kw):
-    return dict(output_dir=out, num_train_epochs=epochs, learning_rate=lr, per_device_train_batch_size=batch,
+    base = dict(output_dir=out, num_train_epochs=epochs, learning_rate=lr, per_device_train_batch_size=batch,
                 per_device_eval_batch_size=256, lr_scheduler_type=scheduler, save_strategy="no", report_to="none",
-                logging_strategy="no", seed=seed, use_cpu=not torch.cuda.is_available(), disable_tqdm=True, **kw)
+                logging_strategy="no", seed=seed, use_cpu=not torch.cuda.is_available(), disable_tqdm=True)
+    return {**base, **kw}
 
 
 def adv_kwargs(opts, steps):
@@ -130,17 +131,20 @@ def main(opts) -> list[Row]:
 
     # (b) adversarial fine-tuning of (a) with slow-start-fast-decay.
     aft_args = AdvTrainingArguments(
+        # Logged once an epoch, so that the checkpoint's model card records the compute spent.
         **trainer_kwargs(f"{out}/aft_model", opts.seed, opts.aft_epochs, opts.aft_lr, opts.batch_size,
-                  "slow_start_fast_decay"),
+                         "slow_start_fast_decay", logging_strategy="epoch"),
         **adv_kwargs(opts, k),
     )
     aft = quiet(AdvTrainer(model=clean_model, args=aft_args, train_dataset=train_ds, eval_dataset=eval_ds))
     start = time.perf_counter()
     aft.train()
     aft_time = time.perf_counter() - start
+    # Evaluated by the same trainer before saving, so the checkpoint's model card carries these numbers.
+    metrics = aft.evaluate()
     aft.save_model()
     rows.append(Row(f"(b) AFT of (a), slow-start-fast-decay, {opts.aft_epochs} ep",
-                    *evaluate_pgd20(clean_model, opts, f"{out}/eval", eval_ds), n * opts.aft_epochs * k,
+                    metrics["eval_accuracy"], metrics["eval_robust_accuracy"], n * opts.aft_epochs * k,
                     clean_passes + n * opts.aft_epochs * (k + 1), round(clean_time + aft_time, 1)))
 
     # (c) PGD-AT from scratch, the baseline.
