@@ -19,7 +19,7 @@ setup(
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.4",
-        "transformers>=4.57",
+        "transformers>=5.0",  # TrainingArguments.warmup_steps takes ratios (< 1) since 5.0
         "accelerate>=1.0",
         "datasets>=3.0",
         "timm>=1.0",

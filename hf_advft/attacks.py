@@ -24,23 +24,29 @@ def cross_entropy_per_example(logits: torch.Tensor, target: torch.Tensor) -> tor
     return F.cross_entropy(logits.float(), target, reduction="none")
 
 
-def check_attack_args(*, epsilon: float, step_size: float, steps: int, norm: str, restarts: int = 1) -> None:
-    """Validate attack hyper-parameters with messages that say what to do (used by `pgd` and the arguments)."""
+def check_attack_args(
+    *, epsilon: float, step_size: float, steps: int, norm: str, restarts: int = 1, prefix: str = ""
+) -> None:
+    """Validate attack hyper-parameters with messages that say what to do (used by `pgd` and the arguments).
+
+    `prefix` names the arguments as the caller knows them (`"adv_"` gives `adv_steps`, `adv_restarts`, ...).
+    """
     if norm not in NORMS:
-        raise ValueError(f"Unknown norm {norm!r}: use one of {NORMS}.")
+        raise ValueError(f"Unknown {prefix}norm {norm!r}: use one of {NORMS}.")
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r} (steps=1 with a random start is FGSM/Fast-AT).")
+        raise ValueError(f"{prefix}steps must be an integer >= 1, got {steps!r} (steps=1 with a random start is "
+                         f"FGSM/Fast-AT).")
     if not isinstance(restarts, int) or isinstance(restarts, bool) or restarts < 1:
-        raise ValueError(f"restarts must be an integer >= 1, got {restarts!r}.")
+        raise ValueError(f"{prefix}restarts must be an integer >= 1, got {restarts!r}.")
     if epsilon < 0:
-        raise ValueError(f"epsilon must be >= 0, got {epsilon}.")
+        raise ValueError(f"{prefix}epsilon must be >= 0, got {epsilon}.")
     if norm == "linf" and epsilon > 1:
         raise ValueError(
             f"epsilon={epsilon} is larger than the whole [0, 1] pixel range. epsilon is in pixel units of images in "
             f"[0, 1]: write 8/255, not 8."
         )
     if step_size <= 0:
-        raise ValueError(f"step_size must be > 0, got {step_size}.")
+        raise ValueError(f"{prefix}step_size must be > 0, got {step_size}.")
 
 
 def _flat_norm(t: torch.Tensor) -> torch.Tensor:

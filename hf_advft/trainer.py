@@ -34,6 +34,8 @@ logger = logging.get_logger(__name__)
 
 # Private batch key carrying the clean inputs from `training_step` to `compute_loss`.
 _CLEAN_KEY = "_hf_advft_clean_inputs"
+# Training steps whose inputs are checked to lie in [0, 1] after de-normalization (every eval batch is checked).
+RANGE_CHECK_STEPS = 20
 
 
 class AdvTrainer(Trainer):
@@ -110,7 +112,7 @@ class AdvTrainer(Trainer):
         # Sharded parameters (FSDP, DeepSpeed ZeRO-3) only exist inside the wrapper's forward: attack through it.
         return model if self._params_sharded() else self.accelerator.unwrap_model(model)
 
-    def _batch(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def _batch(self, inputs: dict, check_range: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (pixels in [0, 1], labels) of a batch, with errors that name the missing key."""
         pixel_key, label_key = self.args.adv_pixel_key, self.args.adv_label_key
         for key, what in ((pixel_key, "images"), (label_key, "labels")):
@@ -119,7 +121,7 @@ class AdvTrainer(Trainer):
                     f"The batch has no {key!r} ({what}); its keys are {sorted(inputs)}. Rename the column or set "
                     f"AdvTrainingArguments(adv_{'pixel' if key == pixel_key else 'label'}_key=...)."
                 )
-        return self.pixel_space.to_pixels(inputs[pixel_key].float(), check=True), inputs[label_key]
+        return self.pixel_space.to_pixels(inputs[pixel_key].float(), check=check_range), inputs[label_key]
 
     def craft_adversarial(
         self, model, pixels, labels, *, epsilon, step_size, steps, restarts, attack_mode="eval", objective="pgd_at"
@@ -170,7 +172,8 @@ class AdvTrainer(Trainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None) -> torch.Tensor:
         inputs = self._prepare_inputs(inputs)
-        pixels, labels = self._batch(inputs)
+        # The [0, 1] range check syncs the device with the host: the first steps catch a wrong normalization.
+        pixels, labels = self._batch(inputs, check_range=self.state.global_step < RANGE_CHECK_STEPS)
         args = self.args
         epsilon = self.current_epsilon()
         step_size = args.adv_step_size * epsilon / args.adv_epsilon
@@ -276,6 +279,9 @@ class AdvTrainer(Trainer):
         correct, truncated = [], False
         for inputs in dataloader:
             inputs = self._prepare_inputs(inputs)
+            if args.adv_label_key not in inputs:  # predict() on unlabeled data: nothing to measure
+                truncated = True
+                break
             pixels, labels = self._batch(inputs)
             if budget is not None:
                 if budget <= 0:
@@ -298,6 +304,8 @@ class AdvTrainer(Trainer):
             hit = (pred == labels).float()
             # gather_for_metrics drops the samples a distributed sampler duplicated to even out the last batch.
             correct.append(self.accelerator.gather(hit) if truncated else self.accelerator.gather_for_metrics(hit))
+        if truncated and hasattr(dataloader, "end"):
+            dataloader.end()  # accelerate unregisters a dataloader only when it is run to its end
         if not correct:
             return None, 0
         hits = torch.cat(correct)

@@ -68,7 +68,7 @@ class AdvTrainingArguments(TrainingArguments):
     )
     adv_epsilon_schedule: str = field(
         default="constant",
-        metadata={"help": "'constant', or 'linear': eps (and step size) ramp from 0 over adv_epsilon_warmup_ratio."},
+        metadata={"help": "'constant', or 'linear': eps (and step size) ramp from eps/ramp to eps over adv_epsilon_warmup_ratio."},
     )
     adv_epsilon_warmup_ratio: float = field(
         default=0.3, metadata={"help": "Fraction of training steps over which the 'linear' eps schedule ramps up."}
@@ -123,7 +123,7 @@ class AdvTrainingArguments(TrainingArguments):
                 f"so write 8/255 (= {8 / 255:.4f}), not 8."
             )
         check_attack_args(epsilon=self.adv_epsilon, step_size=self.adv_step_size, steps=self.adv_steps,
-                          norm=self.adv_norm, restarts=self.adv_restarts)
+                          norm=self.adv_norm, restarts=self.adv_restarts, prefix="adv_")
         if self.adv_step_size > self.adv_epsilon:
             warnings.warn(
                 f"adv_step_size={self.adv_step_size:.4g} is larger than adv_epsilon={self.adv_epsilon:.4g}: every "
@@ -154,7 +154,7 @@ class AdvTrainingArguments(TrainingArguments):
             raise ValueError(f"adv_eval_steps must be >= 0 (0 disables robust evaluation), got {self.adv_eval_steps}.")
         if self.adv_eval_steps > 0:
             check_attack_args(epsilon=self.eval_epsilon, step_size=self.eval_step_size, steps=self.adv_eval_steps,
-                              norm=self.adv_norm, restarts=self.adv_eval_restarts)
+                              norm=self.adv_norm, restarts=self.adv_eval_restarts, prefix="adv_eval_")
             if self.eval_epsilon <= 0:
                 raise ValueError(f"adv_eval_epsilon must be > 0, got {self.eval_epsilon}.")
         if self.adv_eval_max_examples is not None and self.adv_eval_max_examples < 1:

@@ -83,7 +83,8 @@ def test_timm_resnet_plain_tensor_output(tmp_path, digits16):
     trainer.train()
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
     metrics = trainer.evaluate()
-    assert "eval_robust_accuracy" in metrics and "eval_accuracy" in metrics
+    assert 0 <= metrics["eval_robust_accuracy"] <= metrics["eval_accuracy"] <= 1
+    assert metrics["eval_robust_examples"] == 16  # adv_eval_max_examples
 
 
 def test_attack_mode_and_requires_grad_restored_even_when_attack_raises(tmp_path, digits16, monkeypatch):
@@ -129,7 +130,9 @@ def test_trades_objective_trains_and_logs_clean_loss(tmp_path, digits16):
                          train_dataset=DictDataset(x[:64], y[:64]))
     trainer.train()
     logs = [h for h in trainer.state.log_history if "loss" in h]
-    assert all("clean_loss" in h and h["adv_loss"] >= 0 for h in logs)
+    assert all("clean_loss" in h for h in logs)
+    # The TRADES loss is CE(clean) + beta * KL, with the KL term logged as adv_loss.
+    assert all(h["loss"] == pytest.approx(h["clean_loss"] + 1.0 * h["adv_loss"], rel=1e-3, abs=1e-4) for h in logs)
     assert logs[-1]["adv_update_passes"] == 2 * 64
 
 
@@ -231,3 +234,23 @@ def test_unnormalized_inputs_without_known_normalization(tmp_path, digits16):
     with pytest.raises(ValueError, match="adv_image_mean"):
         trainer.train()
     assert not os.path.exists(tmp_path / "out" / "checkpoint-1")
+
+
+def test_truncated_robust_eval_releases_the_dataloader_and_predict_without_labels(tmp_path, digits16):
+    processor, train_ds, eval_ds = _vit_data(digits16, n_train=32, n_eval=64)
+    args = _args(tmp_path, adv_eval_max_examples=10, per_device_eval_batch_size=8)  # stops after 2 of 8 batches
+    trainer = AdvTrainer(model=tiny_vit(), args=args, eval_dataset=eval_ds,
+                         processing_class=processor)
+    metrics = trainer.evaluate()
+    assert metrics["eval_robust_examples"] == 10
+    assert trainer.accelerator.gradient_state.active_dataloader is None
+
+    class Unlabeled(torch.utils.data.Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            return {"pixel_values": eval_ds[i]["pixel_values"]}
+
+    out = trainer.predict(Unlabeled())
+    assert out.predictions.shape == (8, 10) and "test_robust_accuracy" not in out.metrics
