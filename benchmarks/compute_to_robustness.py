@@ -35,16 +35,17 @@ import json
 import logging
 import math
 import os
-import platform
 import sys
 import time
 from functools import partial
 
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench_common
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from bench_common import DictDataset, hardware  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.optim.lr_scheduler import LambdaLR  # noqa: E402
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments  # noqa: E402
@@ -74,16 +75,6 @@ class SmallCNN(nn.Module):
         loss = None if labels is None else nn.functional.cross_entropy(logits, labels)
         return ImageClassifierOutput(loss=loss, logits=logits)
 
-
-class DictDataset(torch.utils.data.Dataset):
-    def __init__(self, x, y):
-        self.x, self.y = x, y
-
-    def __len__(self):
-        return len(self.y)
-
-    def __getitem__(self, i):
-        return {"pixel_values": self.x[i], "labels": self.y[i]}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -316,7 +307,8 @@ def main(opts) -> dict:
         record(f"{name}, {opts.aft_epochs:g} ep", model, run, "aft",
                pretrain_passes=clean_run["update_passes"], pretrain_seconds=clean_run["train_seconds"])
 
-    meta = {"command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"), "hardware": hardware(opts),
+    meta = {"command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"),
+            "hardware": hardware(opts.device),
             "load_average_at_start_and_end": [load_at_start, os.getloadavg()[0]],
             "torch": torch.__version__, "seconds": round(time.time() - start, 1)}
     report = {"meta": meta, "settings": vars(opts), "n_train": len(y_tr), "n_test": len(y_te), "rows": rows,
@@ -400,15 +392,6 @@ def plot(rows, opts) -> str | None:
     plt.close(fig)
     return opts.plot
 
-
-def hardware(opts) -> str:
-    if opts.device.startswith("cuda"):
-        return torch.cuda.get_device_name()
-    cpu = platform.processor() or platform.machine()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    return f"{cpu}, {os.cpu_count()} cores, torch threads: {torch.get_num_threads()}"
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -33,7 +33,6 @@ import importlib.util
 import json
 import logging
 import os
-import platform
 import statistics
 import sys
 import time
@@ -41,9 +40,11 @@ import time
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # ART draws progress bars on every fit()
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench_common
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from bench_common import DictDataset, hardware  # noqa: E402
 from torch import nn  # noqa: E402
 from transformers import PreTrainedModel, PrinterCallback, TrainerCallback  # noqa: E402
 
@@ -53,16 +54,6 @@ from hf_advft import AdvTrainer, AdvTrainingArguments  # noqa: E402
 PEERS = ("hand loop", "ART", "torchattacks")
 PEER_PACKAGES = {"ART": ("art", "adversarial-robustness-toolbox"), "torchattacks": ("torchattacks", "torchattacks")}
 
-
-class DictDataset(torch.utils.data.Dataset):
-    def __init__(self, x, y):
-        self.x, self.y = x, y
-
-    def __len__(self):
-        return len(self.y)
-
-    def __getitem__(self, i):
-        return {"pixel_values": self.x[i], "labels": self.y[i]}
 
 
 class LogitsOnly(nn.Module):
@@ -313,15 +304,6 @@ def verdicts(results: list[dict], opts) -> list[str]:
     return out
 
 
-def hardware(opts) -> str:
-    if opts.device.startswith("cuda"):
-        return torch.cuda.get_device_name()
-    cpu = platform.processor() or platform.machine()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    return f"{cpu}, {os.cpu_count()} cores, torch threads: {torch.get_num_threads()}"
-
 
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -362,7 +344,8 @@ def main(opts) -> dict:
     logging.getLogger("transformers").setLevel(logging.ERROR)
     start, load_at_start = time.time(), os.getloadavg()[0]  # other work on the machine shows here
     results = [measure(name, opts) for name in opts.models]
-    meta = {"command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"), "hardware": hardware(opts),
+    meta = {"command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"),
+            "hardware": hardware(opts.device),
             "load_average_at_start_and_end": [load_at_start, os.getloadavg()[0]],
             "torch": torch.__version__, "seconds": round(time.time() - start, 1)}
     report = {"meta": meta, "settings": vars(opts), "results": results}
