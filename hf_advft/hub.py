@@ -527,8 +527,8 @@ def load_robust_model(
         [`RobustModel`]
 
     Raises:
-        `ValueError` when there are no weights (the expected files are named) or only pickle weights without
-        `allow_pickle=True`. A checkpoint without `adv_config.json` loads, with a `UserWarning`.
+        ValueError: When there are no weights (the expected files are named) or only pickle weights without
+            `allow_pickle=True`. A checkpoint without `adv_config.json` loads, with a `UserWarning`.
 
     Example:
 
