@@ -50,3 +50,34 @@ def test_docs_build_strictly_offline_with_every_public_name_and_the_benchmarks_p
     assert (site / "benchmarks" / "results" / "compute_to_robustness.png").is_file()
     # Offline site: no web fonts or other assets fetched from elsewhere.
     assert "fonts.googleapis.com" not in (site / "index.html").read_text()
+
+
+def test_hf_style_argument_entries_are_read_as_google_entries():
+    pytest.importorskip("griffe", reason="griffe is not installed: pip install -e '.[docs]' (make test does)")
+    sys.path.insert(0, str(ROOT / "docs" / "hooks"))
+    try:
+        from hf_docstrings import rewrite
+    finally:
+        sys.path.remove(str(ROOT / "docs" / "hooks"))
+    doc = """Summary with [`AdvTrainer`] and [`~hf_advft.PixelSpace`].
+
+    Args:
+        model (`torch.nn.Module`): The model.
+        mean (`Sequence[float]`, *optional*), std (`Sequence[float]`, *optional*):
+            The normalization, given as `(x - mean) / std`.
+        steps (`int`, *optional*, defaults to `10`): PGD steps
+            (each one forward and backward pass).
+
+    Returns:
+        [`RobustnessResult`]
+    """
+    lines = rewrite(doc).splitlines()
+    assert lines[0] == "Summary with `AdvTrainer` and `PixelSpace`."
+    assert "        model: The model." in lines
+    # Several names on one line: one entry each, with the shared description.
+    i, j = lines.index("        mean:"), lines.index("        std:")
+    assert lines[i + 1] == lines[j + 1] == "            The normalization, given as `(x - mean) / std`."
+    k = lines.index("        steps: PGD steps")
+    assert lines[k + 1] == "            (each one forward and backward pass)."
+    assert "        `RobustnessResult`" in lines
+    assert not any("*optional*" in line for line in lines)
