@@ -1,6 +1,6 @@
 """griffe extension: read the Hugging Face docstring style as Google style, so the API reference renders it cleanly.
 
-HF docstrings describe an argument as ``name (`type`, *optional*, defaults to `x`): text`` and sometimes several
+HF docstrings describe an argument (or attribute) as ``name (`type`, *optional*, defaults to `x`): text`` and sometimes several
 arguments on one line (``mean (...), std (...): text``). griffe's Google parser would show the parenthesis verbatim
 (backticks and all) as the type. This extension drops the parenthesis, so the type and the default come from the
 signature, shows HF's ``[`Name`]`` cross-references as code, and gives each of several names on one line its own entry with the shared text. The package's
@@ -14,7 +14,7 @@ import re
 import griffe
 
 
-SECTIONS = ("Args:", "Arguments:", "Parameters:")
+SECTIONS = ("Args:", "Arguments:", "Parameters:", "Attributes:")
 # `name (anything without a colon-newline):` with one or more names; the parenthesis may nest one level.
 _PAREN = r"\((?:[^()]|\([^()]*\))*\)"
 _ENTRY = re.compile(rf"^(?P<names>\**\w+(?: {_PAREN})?(?:, \**\w+(?: {_PAREN})?)*):(?P<rest>.*)$")
