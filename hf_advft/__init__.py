@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0.dev0"
 
-from .attacks import fgsm, pgd
+from .attacks import fgsm, n_fgsm, pgd
 from .evaluation import RobustEvalConfig, RobustnessResult, evaluate_robustness, plot_robustness_curve
 from .hub import RobustModel, load_robust_model, push_robust_model, save_robust_model
 from .objectives import compute_objective
@@ -25,6 +25,7 @@ __all__ = [
     "fgsm",
     "get_slow_start_fast_decay_schedule",
     "load_robust_model",
+    "n_fgsm",
     "pgd",
     "plot_robustness_curve",
     "push_robust_model",

@@ -17,6 +17,9 @@ LogitsFn = Callable[[torch.Tensor], torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 NORMS = ("linf", "l2")
+# Training attacks selectable by name (`AdvTrainingArguments.adv_attack`); the last two take one step (1 pass).
+TRAINING_ATTACKS = ("pgd", "fgsm_rs", "n_fgsm")
+SINGLE_STEP_ATTACKS = ("fgsm_rs", "n_fgsm")
 
 
 def cross_entropy_per_example(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -199,3 +202,56 @@ def fgsm(logits_fn: LogitsFn, x: torch.Tensor, y: torch.Tensor, *, epsilon: floa
     step_size = 1.25 * epsilon if step_size is None else step_size
     return pgd(logits_fn, x, y, epsilon=epsilon, step_size=step_size, steps=1, norm=norm,
                random_start=random_start, loss_fn=loss_fn, generator=generator)
+
+
+def n_fgsm(logits_fn: LogitsFn, x: torch.Tensor, y: torch.Tensor, *, epsilon: float, noise_factor: float = 2.0,
+           step_size: float | None = None, norm: str = "linf", loss_fn: LossFn | None = None,
+           generator: torch.Generator | None = None) -> torch.Tensor:
+    """N-FGSM (de Jorge et al., NeurIPS 2022): strong noise, one step, and no projection back to the eps-ball.
+
+    Draws noise uniformly in the ball of radius `noise_factor * epsilon` (k = 2 in the paper), takes one gradient step
+    of `step_size` (default `epsilon`) from the noisy point, and clamps only to [0, 1]. So `x_adv - x` can reach
+    `(noise_factor + 1) * epsilon` (3 eps): the larger perturbation is what keeps single-step training from
+    catastrophic overfitting without clipping. One forward and one backward pass.
+
+    Args:
+        logits_fn (`Callable[[torch.Tensor], torch.Tensor]`): Maps pixels in [0, 1] to logits.
+        x (`torch.Tensor`): Clean images in [0, 1].
+        y (`torch.Tensor`): Target of `loss_fn` (labels for cross-entropy).
+        epsilon (`float`): The training radius in pixel units; `0` returns `x` unchanged.
+        noise_factor (`float`, defaults to `2.0`): Radius of the noise, in units of `epsilon`.
+        step_size (`float`, *optional*): Step length; defaults to `epsilon`.
+        norm (`str`, defaults to `"linf"`): `"linf"` (the paper's) or `"l2"` (the same recipe in the L2 ball).
+        loss_fn (`Callable`, *optional*): Per-example loss to maximise; defaults to cross-entropy.
+        generator (`torch.Generator`, *optional*): Source of randomness for the noise.
+
+    Returns:
+        `torch.Tensor`: `x_adv` in [0, 1], detached.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from hf_advft.attacks import n_fgsm
+    >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10))
+    >>> x, y = torch.rand(4, 3, 8, 8) * 0.5 + 0.25, torch.tensor([0, 1, 2, 3])
+    >>> x_adv = n_fgsm(model, x, y, epsilon=8 / 255)
+    >>> bool((x_adv - x).abs().max() <= 3 * 8 / 255 + 1e-6)
+    True
+    ```
+    """
+    step_size = epsilon if step_size is None else step_size
+    if norm not in NORMS:
+        raise ValueError(f"Unknown norm {norm!r}: use one of {NORMS}.")
+    if epsilon < 0 or noise_factor < 0 or step_size < 0:
+        raise ValueError(f"epsilon, noise_factor and step_size must be >= 0, got {epsilon}, {noise_factor}, "
+                         f"{step_size}.")
+    x = x.detach()
+    if x.numel() == 0 or epsilon == 0:
+        return x.clone()
+    loss_fn = cross_entropy_per_example if loss_fn is None else loss_fn
+    with torch.enable_grad():
+        x_noisy = (x + _random_delta(x, noise_factor * epsilon, norm, generator)).clamp(0.0, 1.0).requires_grad_(True)
+        (grad,) = torch.autograd.grad(loss_fn(logits_fn(x_noisy), y).sum(), x_noisy)
+    with torch.no_grad():
+        return (x_noisy + _step(grad.float(), step_size, norm)).clamp(0.0, 1.0).detach()

@@ -96,14 +96,29 @@ def get_slow_start_fast_decay_schedule(
     return LambdaLR(optimizer, lr_lambda, last_epoch)
 
 
-def epsilon_factor(step: int, num_training_steps: int, *, schedule: str, warmup_ratio: float) -> float:
+def epsilon_factor(
+    step: int, num_training_steps: int, *, schedule: str, warmup_ratio: float, delay_ratio: float = 0.0
+) -> float:
     """Fraction of the full epsilon used at optimizer step `step` (0-based).
 
-    `"constant"` is always 1. `"linear"` ramps from `1 / ramp` at step 0 to 1 at the end of the first
-    `warmup_ratio * num_training_steps` steps (Ngnawé et al., ICLR 2026: a non-robust model adapts badly when the
-    full epsilon is applied from step 0).
+    The first `round(delay_ratio * num_training_steps)` steps use epsilon 0 (clean training: the attack does not run).
+    After them, `"constant"` is 1, and `"linear"` ramps from `1 / ramp` at the first step after the delay to 1 at the
+    end of the next `ramp = round(warmup_ratio * num_training_steps)` steps (Ngnawé et al., ICLR 2026, "Epsilon
+    Scheduling": a non-robust model adapts badly when the full epsilon is applied from step 0). Without a delay this is
+    the ramp `"linear"` always had: `1 / ramp` at step 0.
+
+    Example:
+
+    ```python
+    >>> from hf_advft.schedules import epsilon_factor
+    >>> [epsilon_factor(s, 10, schedule="linear", warmup_ratio=0.4, delay_ratio=0.2) for s in range(8)]
+    [0.0, 0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    ```
     """
+    delay = round(delay_ratio * num_training_steps)
+    if step < delay:
+        return 0.0
     if schedule == "constant":
         return 1.0
     ramp = max(1, round(warmup_ratio * num_training_steps))
-    return min(1.0, (step + 1) / ramp)
+    return min(1.0, (step - delay + 1) / ramp)

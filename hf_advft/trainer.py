@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from transformers import Trainer
 from transformers.utils import logging
 
-from .attacks import pgd
+from .attacks import SINGLE_STEP_ATTACKS, fgsm, n_fgsm, pgd
 from .checkpointing import ComputeSpentCallback, last_complete_checkpoint
 from .evaluation import autoattack_metrics, compute_accuracy
 from .evaluation_utils import logits_of
@@ -28,6 +28,7 @@ from .objectives import compute_objective, kl_per_example, needs_clean_logits
 from .pixel_space import resolve_pixel_space
 from .schedules import SLOW_START_FAST_DECAY, epsilon_factor, get_slow_start_fast_decay_schedule
 from .training_args import AdvTrainingArguments
+from .training_extras import freeze_batchnorm_stats
 
 
 logger = logging.get_logger(__name__)
@@ -70,7 +71,7 @@ class AdvTrainer(Trainer):
             raise TypeError("Pass AdvTrainer's arguments after `args` by keyword (train_dataset=..., ...).")
         if kwargs.get("compute_loss_func") is not None:
             raise ValueError(
-                "AdvTrainer computes its loss from adv_objective ('pgd_at' or 'trades'); compute_loss_func is not "
+                "AdvTrainer computes its loss from adv_objective ('pgd_at', 'trades' or 'mart'); compute_loss_func is not "
                 "supported. Subclass AdvTrainer and override compute_loss for a custom objective."
             )
         if kwargs.get("compute_metrics") is None:
@@ -124,9 +125,12 @@ class AdvTrainer(Trainer):
         return self.pixel_space.to_pixels(inputs[pixel_key].float(), check=check_range), inputs[label_key]
 
     def craft_adversarial(
-        self, model, pixels, labels, *, epsilon, step_size, steps, restarts, attack_mode="eval", objective="pgd_at"
+        self, model, pixels, labels, *, epsilon, step_size, steps, restarts, attack_mode="eval", objective="pgd_at",
+        attack="pgd",
     ) -> torch.Tensor:
-        """Run PGD on `pixels` in [0, 1], maximising CE (or the KL for `objective="trades"`); mode and flags restored."""
+        """Run `attack` (PGD, or a single-step `"fgsm_rs"` / `"n_fgsm"` that ignores `step_size`, `steps` and
+        `restarts`) on `pixels` in [0, 1], maximising CE (or the KL for `objective="trades"`); mode and flags restored.
+        """
         attack_model = self._attack_model(model)
         # Sharded wrappers own their parameters' flags (FSDP1 raises inside autograd.grad when a flat parameter's
         # requires_grad changed): leave them. Only the input gradient is asked for, so `.grad` stays untouched.
@@ -144,6 +148,10 @@ class AdvTrainer(Trainer):
                     with torch.no_grad():
                         target = F.softmax(logits_fn(pixels).float(), dim=-1)
                     loss_fn = kl_per_example
+                if attack in SINGLE_STEP_ATTACKS:
+                    single_step = fgsm if attack == "fgsm_rs" else n_fgsm
+                    return single_step(logits_fn, pixels, target, epsilon=epsilon, norm=self.args.adv_norm,
+                                       loss_fn=loss_fn)
                 return pgd(logits_fn, pixels, target, epsilon=epsilon, step_size=step_size, steps=steps,
                            norm=self.args.adv_norm, random_start=self.args.adv_random_start, restarts=restarts,
                            loss_fn=loss_fn)
@@ -167,7 +175,7 @@ class AdvTrainer(Trainer):
         total = max(1, self.state.max_steps or 1)
         return self.args.adv_epsilon * epsilon_factor(
             self.state.global_step, total, schedule=self.args.adv_epsilon_schedule,
-            warmup_ratio=self.args.adv_epsilon_warmup_ratio,
+            warmup_ratio=self.args.adv_epsilon_warmup_ratio, delay_ratio=self.args.adv_epsilon_delay_ratio,
         )
 
     def training_step(self, model, inputs, num_items_in_batch=None) -> torch.Tensor:
@@ -176,12 +184,16 @@ class AdvTrainer(Trainer):
         pixels, labels = self._batch(inputs, check_range=self.state.global_step < RANGE_CHECK_STEPS)
         args = self.args
         epsilon = self.current_epsilon()
-        step_size = args.adv_step_size * epsilon / args.adv_epsilon
-        x_adv = self.craft_adversarial(model, pixels, labels, epsilon=epsilon, step_size=step_size,
-                                       steps=args.adv_steps, restarts=args.adv_restarts,
-                                       attack_mode=args.adv_attack_mode, objective=args.adv_objective)
         batch = labels.shape[0]
-        self.compute_spent["attack"] += batch * args.adv_steps * args.adv_restarts
+        x_adv = pixels  # epsilon 0 (adv_epsilon_delay_ratio): clean training, no attack run and none counted
+        if epsilon > 0:
+            step_size = args.adv_step_size * epsilon / args.adv_epsilon
+            x_adv = self.craft_adversarial(model, pixels, labels, epsilon=epsilon, step_size=step_size,
+                                           steps=args.adv_steps, restarts=args.adv_restarts,
+                                           attack_mode=args.adv_attack_mode, objective=args.adv_objective,
+                                           attack=args.adv_attack)
+            single_step = args.adv_attack in SINGLE_STEP_ATTACKS
+            self.compute_spent["attack"] += batch * (1 if single_step else args.adv_steps * args.adv_restarts)
         self.compute_spent["update"] += batch * (2 if needs_clean_logits(args.adv_objective,
                                                                          args.adv_clean_loss_weight) else 1)
         adv_inputs = dict(inputs)
@@ -197,6 +209,8 @@ class AdvTrainer(Trainer):
         if args.adv_label_key not in inputs or args.adv_pixel_key not in inputs:
             self._batch(inputs)  # raises the explanatory ValueError
         labels = inputs[args.adv_label_key]
+        if args.adv_freeze_bn and clean_inputs is not None:  # after Trainer.training_step's model.train()
+            freeze_batchnorm_stats(model)
         logits = self._logits(model, inputs[args.adv_pixel_key])
         if clean_inputs is None:  # evaluation / prediction: plain cross-entropy on the given inputs
             loss = F.cross_entropy(logits.float(), labels)
@@ -205,7 +219,8 @@ class AdvTrainer(Trainer):
             if needs_clean_logits(args.adv_objective, args.adv_clean_loss_weight):
                 clean_logits = self._logits(model, clean_inputs)
             out = compute_objective(args.adv_objective, adv_logits=logits, labels=labels, clean_logits=clean_logits,
-                                    trades_beta=args.adv_trades_beta, clean_loss_weight=args.adv_clean_loss_weight)
+                                    trades_beta=args.adv_trades_beta, clean_loss_weight=args.adv_clean_loss_weight,
+                                    mart_beta=args.adv_mart_beta)
             loss = out.loss
             metrics = self._adv_metrics
             metrics["adv_loss"].append(out.adv_loss.detach())

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields
 
 from transformers import TrainingArguments
 
-from .attacks import NORMS, check_attack_args
+from .attacks import NORMS, SINGLE_STEP_ATTACKS, TRAINING_ATTACKS, check_attack_args
 from .objectives import OBJECTIVES
 from .schedules import SLOW_START_FAST_DECAY
 
@@ -47,6 +47,13 @@ class AdvTrainingArguments(TrainingArguments):
         default=8 / 255,
         metadata={"help": "Radius of the training attack in pixel units of images in [0, 1] (8/255, not 8)."},
     )
+    adv_attack: str = field(
+        default="pgd",
+        metadata={"help": "Training attack: 'pgd' (adv_steps iterations), or a single-step one (1 pass per example; "
+                          "adv_steps and adv_step_size are then ignored): 'fgsm_rs' (Wong et al. 2020: random start, "
+                          "step 1.25 eps, projected) or 'n_fgsm' (de Jorge et al. 2022: noise 2 eps, step eps, "
+                          "not projected)."},
+    )
     adv_step_size: float = field(default=2 / 255, metadata={"help": "Step size of each PGD iteration, pixel units."})
     adv_steps: int = field(
         default=10, metadata={"help": "PGD iterations per training batch (1 with random start = Fast-AT FGSM)."}
@@ -55,9 +62,12 @@ class AdvTrainingArguments(TrainingArguments):
     adv_random_start: bool = field(default=True, metadata={"help": "Start PGD from a random point in the ball."})
     adv_restarts: int = field(default=1, metadata={"help": "PGD restarts during training (worst case kept)."})
     adv_objective: str = field(
-        default="pgd_at", metadata={"help": "'pgd_at' (Madry: CE on PGD examples) or 'trades' (Zhang et al. 2019)."}
+        default="pgd_at",
+        metadata={"help": "'pgd_at' (Madry: CE on PGD examples), 'trades' (Zhang et al. 2019) or 'mart' (Wang et al. "
+                          "2020)."},
     )
     adv_trades_beta: float = field(default=6.0, metadata={"help": "TRADES weight of the KL term."})
+    adv_mart_beta: float = field(default=6.0, metadata={"help": "MART weight of its misclassification-weighted KL."})
     adv_clean_loss_weight: float = field(
         default=0.0,
         metadata={"help": "pgd_at only: weight w in (1 - w) * CE(adv) + w * CE(clean). 0 = pure PGD-AT."},
@@ -72,6 +82,16 @@ class AdvTrainingArguments(TrainingArguments):
     )
     adv_epsilon_warmup_ratio: float = field(
         default=0.3, metadata={"help": "Fraction of training steps over which the 'linear' eps schedule ramps up."}
+    )
+    adv_epsilon_delay_ratio: float = field(
+        default=0.0,
+        metadata={"help": "Fraction of training steps at epsilon 0 (clean training, no attack run) before the eps "
+                          "schedule starts (Ngnawe et al. 2026)."},
+    )
+    adv_freeze_bn: bool = field(
+        default=False,
+        metadata={"help": "Keep every BatchNorm layer's running statistics frozen during training (its affine "
+                          "weights still train): they do not drift towards the adversarial inputs."},
     )
     adv_eval_steps: int = field(
         default=10,
@@ -124,7 +144,14 @@ class AdvTrainingArguments(TrainingArguments):
             )
         check_attack_args(epsilon=self.adv_epsilon, step_size=self.adv_step_size, steps=self.adv_steps,
                           norm=self.adv_norm, restarts=self.adv_restarts, prefix="adv_")
-        if self.adv_step_size > self.adv_epsilon:
+        if self.adv_attack not in TRAINING_ATTACKS:
+            raise ValueError(f"adv_attack={self.adv_attack!r} is unknown: use one of {TRAINING_ATTACKS}.")
+        if self.adv_attack in SINGLE_STEP_ATTACKS and self.adv_restarts > 1:
+            raise ValueError(
+                f"adv_attack={self.adv_attack!r} is a single-step attack without restarts: set adv_restarts=1, or use "
+                f"adv_attack='pgd' for restarts."
+            )
+        if self.adv_attack == "pgd" and self.adv_step_size > self.adv_epsilon:
             warnings.warn(
                 f"adv_step_size={self.adv_step_size:.4g} is larger than adv_epsilon={self.adv_epsilon:.4g}: every "
                 f"step overshoots the ball and PGD degenerates to FGSM; a common choice is 2.5 * eps / steps.",
@@ -137,10 +164,12 @@ class AdvTrainingArguments(TrainingArguments):
             raise ValueError(f"adv_trades_beta must be >= 0, got {self.adv_trades_beta}.")
         if not 0 <= self.adv_clean_loss_weight <= 1:
             raise ValueError(f"adv_clean_loss_weight must be in [0, 1], got {self.adv_clean_loss_weight}.")
-        if self.adv_objective == "trades" and self.adv_clean_loss_weight > 0:
+        if self.adv_mart_beta < 0:
+            raise ValueError(f"adv_mart_beta must be >= 0, got {self.adv_mart_beta}.")
+        if self.adv_objective in ("trades", "mart") and self.adv_clean_loss_weight > 0:
             raise ValueError(
-                "adv_clean_loss_weight applies to adv_objective='pgd_at'; TRADES already contains the clean loss, "
-                "tune adv_trades_beta instead."
+                f"adv_clean_loss_weight applies to adv_objective='pgd_at'; {self.adv_objective.upper()} already "
+                f"contains a clean term, tune adv_{self.adv_objective}_beta instead."
             )
         if self.adv_attack_mode not in ATTACK_MODES:
             raise ValueError(f"adv_attack_mode={self.adv_attack_mode!r} is unknown: use one of {ATTACK_MODES}.")
@@ -150,6 +179,20 @@ class AdvTrainingArguments(TrainingArguments):
             )
         if self.adv_epsilon_schedule == "linear" and not 0 < self.adv_epsilon_warmup_ratio <= 1:
             raise ValueError(f"adv_epsilon_warmup_ratio must be in (0, 1], got {self.adv_epsilon_warmup_ratio}.")
+        if not 0 <= self.adv_epsilon_delay_ratio < 1:
+            raise ValueError(f"adv_epsilon_delay_ratio must be in [0, 1) (a fraction of the training steps), got "
+                             f"{self.adv_epsilon_delay_ratio}.")
+        if self.adv_epsilon_schedule == "linear" and self.adv_epsilon_delay_ratio + self.adv_epsilon_warmup_ratio > 1:
+            raise ValueError(
+                f"adv_epsilon_delay_ratio + adv_epsilon_warmup_ratio = "
+                f"{self.adv_epsilon_delay_ratio + self.adv_epsilon_warmup_ratio:.3g} > 1: epsilon would never reach "
+                f"adv_epsilon. Shorten the delay or the ramp."
+            )
+        if self.adv_freeze_bn and self.adv_attack_mode == "train":
+            raise ValueError(
+                "adv_freeze_bn keeps BatchNorm statistics frozen, but adv_attack_mode='train' would update them during "
+                "the attack: use adv_attack_mode='eval' (the default) with adv_freeze_bn."
+            )
         if self.adv_eval_steps < 0:
             raise ValueError(f"adv_eval_steps must be >= 0 (0 disables robust evaluation), got {self.adv_eval_steps}.")
         if self.adv_eval_steps > 0:

@@ -180,7 +180,7 @@ def test_adversarial_training_raises_robust_accuracy(tmp_path, trained_cnn, digi
         (dict(adv_epsilon=0.0), "adv_epsilon"),
         (dict(adv_steps=0), "steps"),
         (dict(adv_norm="l1"), "adv_norm"),
-        (dict(adv_objective="mart"), "adv_objective"),
+        (dict(adv_objective="madry"), "adv_objective"),
         (dict(adv_attack_mode="frozen"), "adv_attack_mode"),
         (dict(adv_epsilon_schedule="cosine"), "adv_epsilon_schedule"),
         (dict(adv_clean_loss_weight=1.5), "adv_clean_loss_weight"),
