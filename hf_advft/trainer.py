@@ -71,8 +71,8 @@ class AdvTrainer(Trainer):
             raise TypeError("Pass AdvTrainer's arguments after `args` by keyword (train_dataset=..., ...).")
         if kwargs.get("compute_loss_func") is not None:
             raise ValueError(
-                "AdvTrainer computes its loss from adv_objective ('pgd_at', 'trades' or 'mart'); compute_loss_func is not "
-                "supported. Subclass AdvTrainer and override compute_loss for a custom objective."
+                "AdvTrainer computes its loss from adv_objective ('pgd_at', 'trades' or 'mart'); compute_loss_func is "
+                "not supported. Subclass AdvTrainer and override compute_loss for a custom objective."
             )
         if kwargs.get("compute_metrics") is None:
             kwargs["compute_metrics"] = compute_accuracy

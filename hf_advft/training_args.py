@@ -190,8 +190,8 @@ class AdvTrainingArguments(TrainingArguments):
             )
         if self.adv_freeze_bn and self.adv_attack_mode == "train":
             raise ValueError(
-                "adv_freeze_bn keeps BatchNorm statistics frozen, but adv_attack_mode='train' would update them during "
-                "the attack: use adv_attack_mode='eval' (the default) with adv_freeze_bn."
+                "adv_freeze_bn keeps BatchNorm statistics frozen, but adv_attack_mode='train' would update them "
+                "during the attack: use adv_attack_mode='eval' (the default) with adv_freeze_bn."
             )
         if self.adv_eval_steps < 0:
             raise ValueError(f"adv_eval_steps must be >= 0 (0 disables robust evaluation), got {self.adv_eval_steps}.")
