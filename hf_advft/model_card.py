@@ -412,6 +412,8 @@ def _recipe_view(adv_config: dict, training: dict, card: dict) -> dict:
     objective = adv_config.get("adv_objective", "pgd_at")
     if objective == "trades":
         objective_text = f"TRADES (Zhang et al. 2019), beta = {adv_config.get('adv_trades_beta')}"
+    elif objective == "mart":
+        objective_text = f"MART (Wang et al. 2020), beta = {adv_config.get('adv_mart_beta')}"
     else:
         weight = adv_config.get("adv_clean_loss_weight") or 0
         objective_text = "PGD-AT (Madry et al.): cross-entropy on PGD examples" + (
@@ -420,11 +422,19 @@ def _recipe_view(adv_config: dict, training: dict, card: dict) -> dict:
     attack = (f"PGD-{steps}, step {format_epsilon(adv_config.get('adv_step_size', 0), norm)}, "
               f"{'random start' if adv_config.get('adv_random_start', True) else 'no random start'}, "
               f"{adv_config.get('adv_restarts', 1)} restart(s), model in {adv_config.get('adv_attack_mode')} mode")
+    single_step = {"fgsm_rs": "FGSM with random start (Wong et al. 2020), step 1.25 x eps",
+                   "n_fgsm": "N-FGSM (de Jorge et al. 2022), noise 2 x eps, step eps, not projected"}
+    if adv_config.get("adv_attack") in single_step:
+        attack = f"{single_step[adv_config['adv_attack']]}, model in {adv_config.get('adv_attack_mode')} mode"
+    if adv_config.get("adv_freeze_bn"):
+        attack += "; BatchNorm statistics frozen during training"
     eps_text = f"{format_epsilon(eps, norm)} ({NORM_NAMES.get(norm, norm)})"
     if adv_config.get("adv_epsilon_schedule") == "linear":
         eps_text += f", ramped linearly over the first {adv_config.get('adv_epsilon_warmup_ratio', 0):.0%} of the steps"
     else:
         eps_text += ", constant"
+    if adv_config.get("adv_epsilon_delay_ratio"):
+        eps_text += f", after {adv_config['adv_epsilon_delay_ratio']:.0%} of the steps at eps = 0"
     epochs = training.get("epochs")
     return {
         "objective": objective_text,

@@ -223,3 +223,16 @@ def test_toolkit_arguments_are_recorded_and_validated(tmp_path):
 def test_bad_toolkit_arguments(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
         _args(tmp_path, **kwargs)
+
+
+def test_model_card_recipe_names_the_toolkit_options(tmp_path):
+    from hf_advft.model_card import _recipe_view
+
+    config = _args(tmp_path, adv_attack="n_fgsm", adv_objective="mart", adv_mart_beta=4.0, adv_freeze_bn=True,
+                   adv_epsilon_schedule="linear", adv_epsilon_warmup_ratio=0.3,
+                   adv_epsilon_delay_ratio=0.2).adv_config()
+    view = _recipe_view(config, {}, {})
+    assert view["objective"] == "MART (Wang et al. 2020), beta = 4.0"
+    assert view["attack"].startswith("N-FGSM") and "BatchNorm statistics frozen" in view["attack"]
+    assert "after 20% of the steps at eps = 0" in view["epsilon"]
+    assert _recipe_view(_args(tmp_path).adv_config(), {}, {})["attack"].startswith("PGD-2")
