@@ -179,6 +179,14 @@ def _load_raw(name_or_path: str, config_name: str | None, cache_dir: str | None,
                 loaded = datasets.DatasetDict({"train": loaded})
             return loaded, "saved"
         return datasets.load_dataset("imagefolder", data_dir=name_or_path, cache_dir=cache_dir), "imagefolder"
+    from .modeling import _looks_like_path
+
+    if os.path.isfile(name_or_path):
+        raise ValueError(f"Dataset {name_or_path!r} is a file: pass the folder holding it (an imagefolder with one "
+                         f"sub-folder per class, or a save_to_disk directory).")
+    if _looks_like_path(name_or_path):  # not a Hub id: say so, rather than "couldn't reach it on the Hub"
+        raise FileNotFoundError(f"Dataset {name_or_path!r}: no such directory. Pass an existing imagefolder or "
+                                f"save_to_disk directory, a Hub dataset id, or a built-in ('digits', 'fashion_mnist').")
     return datasets.load_dataset(name_or_path, config_name, cache_dir=cache_dir), "hub"
 
 

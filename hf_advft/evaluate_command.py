@@ -126,12 +126,10 @@ def _eval_split(args, model, processor, library: str, space: PixelSpace):
 
 def run_evaluate(args) -> int:
     """The `evaluate` command: load, attack, write `robustness.json` and `robustness.png`, print the summary."""
-    try:
-        config = RobustEvalConfig(**{f.name: getattr(args, f.name) for f in fields(RobustEvalConfig)})
-        if config.needs_autoattack_package():
-            import_autoattack()
-    except (ValueError, ImportError) as err:  # user input: the message says what to do, a traceback would not
-        raise SystemExit(f"hf-advft evaluate: error: {err}") from None
+    # A ValueError (bad flag value) or ImportError (missing extra) becomes one line on stderr in hf_advft.cli.main.
+    config = RobustEvalConfig(**{f.name: getattr(args, f.name) for f in fields(RobustEvalConfig)})
+    if config.needs_autoattack_package():
+        import_autoattack()
     robust = load_robust_model(args.model)  # a local folder or a Hub id, transformers or timm, safetensors only
     model, library = robust.model, robust.library
     processor = robust.preprocess if library == "transformers" else None

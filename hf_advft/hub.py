@@ -394,7 +394,8 @@ def push_checkpoint(
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise ValueError(f"{str(folder)!r} is not a folder: pass the directory a model was saved to.")
+        what = "is not a folder" if folder.exists() else "no such directory"
+        raise ValueError(f"{str(folder)!r}: {what}. Pass the directory a model was saved to.")
     _check_weights(folder, str(folder), allow_pickle)
     require_token(token)
     api = HfApi()
@@ -492,12 +493,18 @@ def _local_folder(repo_id_or_path: str, revision, token, cache_dir, allow_pickle
         return Path(repo_id_or_path)
     if os.path.exists(repo_id_or_path):
         raise ValueError(f"{repo_id_or_path!r} is a file: pass the folder holding the model, or a Hub repo id.")
+    from .modeling import _looks_like_path
+
+    if _looks_like_path(repo_id_or_path) or repo_id_or_path.count("/") > 1:  # no Hub id: do not ask the Hub
+        raise FileNotFoundError(f"{repo_id_or_path!r}: no such directory. Pass the folder a model was saved to, or a "
+                                f"Hub repo id (org/name).")
     patterns = ["*.json", "*.safetensors", README_NAME] + (list(PICKLE_WEIGHTS) if allow_pickle else [])
     try:
         return Path(snapshot_download(repo_id_or_path, revision=revision, token=token, cache_dir=cache_dir,
                                       allow_patterns=patterns))
     except (RepositoryNotFoundError, EntryNotFoundError) as err:
-        raise OSError(f"{repo_id_or_path!r} is neither a local folder nor a Hub repo that could be read: {err}") from err
+        raise OSError(f"{repo_id_or_path!r}: no such directory, and no Hub repo of that name could be read ({err}). "
+                      f"Pass the folder a model was saved to, or an existing Hub repo id.") from err
 
 
 def load_robust_model(

@@ -46,7 +46,7 @@ def _card(args) -> int:
     from .hub import render_folder_card
 
     if not Path(args.path).is_dir():
-        return _fail("card", f"{args.path!r} is not a folder: pass the directory a model was saved to.")
+        return _fail("card", f"{args.path!r}: no such directory. Pass the directory a model was saved to.")
     text = str(render_folder_card(args.path, repo_id=args.repo_id))
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
@@ -69,5 +69,5 @@ def _push(args) -> int:
 
 
 def _fail(command: str, message: str) -> int:
-    sys.stderr.write(f"hf-advft {command}: error: {message}\n")
-    return 1
+    sys.stderr.write(f"hf-advft {command}: error: {' '.join(message.split())}\n")
+    return 2  # argparse's status for a usage error, as every hf-advft command returns for a user's mistake

@@ -132,9 +132,10 @@ class ScriptArguments:
 
 # --------------------------------------------------------------------------------------------------------------------
 # Command line
-def make_recipe_parser(description: str | None = None, training_args_cls=AdvTrainingArguments) -> HfArgumentParser:
-    """`HfArgumentParser((ScriptArguments, training_args_cls))` with `--config file.yaml`; floats accept `8/255`."""
-    parser = HfArgumentParser((ScriptArguments, training_args_cls), description=description,
+def make_recipe_parser(description: str | None = None, training_args_cls=AdvTrainingArguments,
+                       script_args_cls=ScriptArguments) -> HfArgumentParser:
+    """`HfArgumentParser((script_args_cls, training_args_cls))` with `--config file.yaml`; floats accept `8/255`."""
+    parser = HfArgumentParser((script_args_cls, training_args_cls), description=description,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=None,
                         help="YAML file of argument values (keys are the flag names); flags on the command line win.")

@@ -12,10 +12,12 @@ is not part of the method.
 from __future__ import annotations
 
 import os
+import sys
 
 import torch.nn.functional as F
 from transformers import Trainer, TrainingArguments
 
+from hf_advft.cli import run_guarded
 from hf_advft.evaluation import compute_accuracy
 from hf_advft.modeling import describe_timm_task, load_timm_classifier, save_timm_config, timm_input_spec
 from hf_advft.script_utils import load_recipe_data, make_recipe_parser, parse_recipe_args, set_recipe_transforms
@@ -60,4 +62,4 @@ def make_parser():
 
 
 if __name__ == "__main__":
-    main(*parse_recipe_args(make_parser()))
+    sys.exit(run_guarded("pretrain_timm.py", lambda argv: main(*parse_recipe_args(make_parser(), argv))))

@@ -107,22 +107,24 @@ def test_evaluate_save_to_disk_dataset(vit_checkpoint, tmp_path):
     (["--epsilon", "8"], "write 8/255"),
     (["--attack", "pgd,deepfool"], "use one or more of ('pgd', 'autoattack', 'square')"),
 ])
-def test_evaluate_bad_input(vit_checkpoint, flags, message):
-    with pytest.raises(SystemExit, match="hf-advft evaluate: error") as info:
-        main(["evaluate", str(vit_checkpoint), "--dataset", "digits", *flags])
-    assert message in str(info.value)
+def test_evaluate_bad_input(vit_checkpoint, flags, message, capsys):
+    assert main(["evaluate", str(vit_checkpoint), "--dataset", "digits", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hf-advft evaluate: error: ") and message in err and err.count("\n") == 1
 
 
-def test_evaluate_autoattack_without_the_extra(vit_checkpoint, monkeypatch):
+def test_evaluate_autoattack_without_the_extra(vit_checkpoint, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "pyautoattack", None)
-    with pytest.raises(SystemExit, match=r'pip install "hf-advft\[autoattack\]"'):
-        main(["evaluate", str(vit_checkpoint), "--dataset", "digits", "--attack", "pgd,autoattack"])
+    assert main(["evaluate", str(vit_checkpoint), "--dataset", "digits", "--attack", "pgd,autoattack"]) == 2
+    assert 'pip install "hf-advft[autoattack]"' in capsys.readouterr().err
 
 
-def test_evaluate_missing_checkpoint_says_what_is_needed(tmp_path):
+def test_evaluate_missing_checkpoint_says_what_is_needed(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="model.safetensors"):
-        main(["evaluate", str(tmp_path / "empty"), "--dataset", "digits", "--attack", "pgd"])
+    assert main(["evaluate", str(tmp_path / "empty"), "--dataset", "digits", "--attack", "pgd"]) == 2
+    assert "model.safetensors" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="model.safetensors"):  # --debug: the exception and its traceback
+        main(["evaluate", str(tmp_path / "empty"), "--dataset", "digits", "--attack", "pgd", "--debug"])
 
 
 @pytest.mark.slow

@@ -491,7 +491,7 @@ def test_cli_card_and_push(tmp_path, fake_hub, capsys, no_token):
     bin_only = tmp_path / "bin-only"
     bin_only.mkdir()
     torch.save({}, bin_only / "pytorch_model.bin")
-    assert cli_main(["push", str(bin_only), "--repo-id", "me/bin"]) == 1
+    assert cli_main(["push", str(bin_only), "--repo-id", "me/bin"]) == 2
     assert "--allow-pickle" in capsys.readouterr().err
 
 
