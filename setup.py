@@ -23,7 +23,6 @@ setup(
         "accelerate>=1.0",
         "datasets>=3.0",
         "timm>=1.0",
-        "evaluate>=0.4",
         "huggingface-hub>=0.34",
         "safetensors>=0.4",
         "numpy>=1.24",

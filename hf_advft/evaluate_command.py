@@ -2,6 +2,7 @@
 
     hf-advft evaluate ./my-robust-vit --dataset digits --epsilon 8/255 --attack pgd,autoattack --n_examples 500
     hf-advft evaluate ./timm-checkpoint --dataset ./my_imagefolder --split test --attack pgd --device cuda
+    hf-advft evaluate ./my-robust-vit --dataset digits --gallery 6 --base_model google/vit-base-patch16-224-in21k
 
 `MODEL_OR_PATH` is read by `hf_advft.hub.load_robust_model`: a local folder or a Hub repo id holding a transformers
 checkpoint (`config.json`, `model.safetensors`, `preprocessor_config.json` when there is a processor) or a timm one
@@ -9,6 +10,8 @@ checkpoint (`config.json`, `model.safetensors`, `preprocessor_config.json` when 
 image processor or timm's `pretrained_cfg` (`--image_mean/--image_std` override). `--dataset` is read by
 `hf_advft.data.load_image_dataset`: the offline built-ins `digits` and `fashion_mnist`, a local imagefolder or
 `save_to_disk` directory, or a Hub dataset id. Every `RobustEvalConfig` field is a flag (`--pgd_steps 50`, ...).
+`--gallery [N]` also draws N adversarial examples (PGD at `--epsilon`) as `adversarial_gallery.png`, beside those of
+`--base_model` when given (`hf_advft.gallery.plot_adversarial_gallery`).
 """
 
 from __future__ import annotations
@@ -84,6 +87,10 @@ def add_evaluate_command(subparsers) -> argparse.ArgumentParser:
                              "config or adv_config.json).")
     parser.add_argument("--image_std", "--image-std", type=_floats, default=None, help="Normalization std.")
     parser.add_argument("--no_progress", "--no-progress", action="store_true", help="No progress bars.")
+    parser.add_argument("--gallery", type=int, nargs="?", const=6, default=None, metavar="N",
+                        help="Also draw N (default 6) adversarial examples as adversarial_gallery.png.")
+    parser.add_argument("--base_model", "--base-model", default=None, metavar="MODEL_OR_PATH",
+                        help="The model before adversarial fine-tuning, attacked beside MODEL_OR_PATH in the gallery.")
     hints = typing.get_type_hints(RobustEvalConfig)
     for f in fields(RobustEvalConfig):
         names = [f"--{f.name}", f"--{f.name.replace('_', '-')}"]
@@ -124,10 +131,33 @@ def _eval_split(args, model, processor, library: str, space: PixelSpace):
     return data
 
 
+def _write_gallery(args, model, data, space: PixelSpace, config: RobustEvalConfig, device, path: Path) -> Path:
+    import warnings
+
+    from .evaluation_utils import collect_examples, to_pixels
+    from .gallery import plot_adversarial_gallery
+
+    inputs, labels = collect_examples(data.eval, args.gallery, data.pixel_key, data.label_key)
+    base = None
+    if args.base_model is not None:
+        with warnings.catch_warnings():  # a base model has no adv_config.json: that is expected here
+            warnings.simplefilter("ignore", UserWarning)
+            base = load_robust_model(args.base_model)
+    return plot_adversarial_gallery(
+        model, to_pixels(space, inputs), labels, path, pixel_space=space,
+        base_model=None if base is None else base.model, base_pixel_space=None if base is None else base.pixel_space,
+        epsilon=config.epsilon, steps=config.pgd_steps, step_size=config.resolved_step_size(), norm=config.norm,
+        n=args.gallery, label_names=data.label_names, model_name=Path(args.model).name[:24] or "robust",
+        base_name=Path(args.base_model).name[:24] if base is not None else "base", device=device, seed=config.seed,
+    )
+
+
 def run_evaluate(args) -> int:
     """The `evaluate` command: load, attack, write `robustness.json` and `robustness.png`, print the summary."""
     # A ValueError (bad flag value) or ImportError (missing extra) becomes one line on stderr in hf_advft.cli.main.
     config = RobustEvalConfig(**{f.name: getattr(args, f.name) for f in fields(RobustEvalConfig)})
+    if args.gallery is not None and args.gallery < 1:
+        raise ValueError(f"--gallery {args.gallery}: give the number of images to draw, at least 1.")
     if config.needs_autoattack_package():
         import_autoattack()
     robust = load_robust_model(args.model)  # a local folder or a Hub id, transformers or timm, safetensors only
@@ -153,6 +183,10 @@ def run_evaluate(args) -> int:
         sys.stdout.write(f"hf-advft evaluate: no plot ({err})\n")
     except ValueError:
         pass  # the curve was switched off (--curve_epsilons ""): nothing to draw
+    if args.gallery is not None:
+        from .gallery import GALLERY_PNG
+
+        written.append(str(_write_gallery(args, model, data, space, config, device, out_dir / GALLERY_PNG)))
     # The command's output for the person at the terminal (the library itself never prints).
     sys.stdout.write(result.summary() + "\n")
     sys.stdout.write("wrote " + ", ".join(written) + "\n")

@@ -50,12 +50,14 @@ from .pixel_space import PixelSpace, resolve_pixel_space
 logger = logging.get_logger(__name__)
 
 CURVE_IMAGE_NAME = "robustness_curve.png"
+GALLERY_IMAGE_NAME = "adversarial_gallery.png"  # hf_advft.gallery.GALLERY_PNG
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model.pth", "model.pth")
 # What a push uploads from a folder: weights, model and preprocessing configs, the card and its two sources. Never
 # the optimizer, scheduler, RNG or trainer state of a checkpoint.
 PUSH_PATTERNS = ["*.safetensors", "model.safetensors.index.json", "config.json", "preprocessor_config.json",
-                 "processor_config.json", ADV_CONFIG_NAME, ADV_RESULTS_NAME, CURVE_IMAGE_NAME]
+                 "processor_config.json", ADV_CONFIG_NAME, ADV_RESULTS_NAME, CURVE_IMAGE_NAME,
+                 GALLERY_IMAGE_NAME]
 # Trainer.create_model_card's argument names, mapped to the card's fields (`None`: accepted and not shown).
 TRAINER_CARD_ARGS = {"finetuned_from": "base_model", "dataset_tags": "datasets", "dataset": "dataset_name",
                      "language": None, "tasks": None, "dataset_args": None}
@@ -128,8 +130,17 @@ def _card_fields(fields: dict) -> dict:
     return out
 
 
-def _write_card(folder: Path, adv_config: dict | None, results: dict, *, repo_id: str | None, curve_image) -> bool:
+def _write_card(folder: Path, adv_config: dict | None, results: dict, *, repo_id: str | None, curve_image,
+                gallery_image=None) -> bool:
     """Write `adv_results.json` and render the card from it (and `adv_config`); the curve is shown only when given."""
+    results["gallery_image"] = None
+    if gallery_image is not None:  # the adversarial-example gallery (hf_advft.gallery), copied beside the card
+        if not Path(gallery_image).is_file():
+            raise FileNotFoundError(f"gallery_image={str(gallery_image)!r} does not exist: pass the PNG written by "
+                                    f"hf_advft.gallery.plot_adversarial_gallery.")
+        if Path(gallery_image).resolve() != (folder / GALLERY_IMAGE_NAME).resolve():
+            shutil.copyfile(gallery_image, folder / GALLERY_IMAGE_NAME)
+        results["gallery_image"] = GALLERY_IMAGE_NAME
     results["curve_image"] = None
     if curve_image is not None and results.get("evaluation") is not None:
         if not Path(curve_image).is_file():
@@ -151,6 +162,7 @@ def save_robust_model(
     adv_config: Any = None,
     evaluation: Any = None,
     curve_image: str | os.PathLike | None = None,
+    gallery_image: str | os.PathLike | None = None,
     training: dict | None = None,
     compute: dict | None = None,
     repo_id: str | None = None,
@@ -170,6 +182,8 @@ def save_robust_model(
         evaluation (*optional*): The numbers for the card: a [`~hf_advft.evaluation.RobustnessResult`] or a record
             accepted by [`~hf_advft.model_card.summarize_evaluation`]. It is the card's only source of numbers.
         curve_image (`str`, *optional*): A robustness-curve PNG (`plot_robustness_curve`), copied and shown.
+        gallery_image (`str`, *optional*): An adversarial-example gallery PNG
+            ([`~hf_advft.gallery.plot_adversarial_gallery`]), copied beside the card and shown.
         training (`dict`, *optional*): How long it trained, for the recipe table: `epochs`, `num_train_epochs`,
             `steps`, `batch_size`, `learning_rate`, `warmup_steps`.
         compute (`dict`, *optional*): What training cost: `attack_passes`, `update_passes` (example
@@ -226,7 +240,7 @@ def save_robust_model(
                            input_shape=input_shape_of(model), evaluation=record, compute=dict(compute or {}),
                            card=card)
     results["has_processor"] = processor is not None
-    _write_card(folder, adv_config, results, repo_id=repo_id, curve_image=curve_image)
+    _write_card(folder, adv_config, results, repo_id=repo_id, curve_image=curve_image, gallery_image=gallery_image)
     return folder
 
 
@@ -258,6 +272,11 @@ def save_trainer_files(trainer, output_dir: str, **card) -> None:
     step = _weights_step(trainer, output_dir)
     fields = trainer.model_card_fields
     evaluation, curve_image = card.pop("evaluation", None), card.pop("curve_image", None)
+    if card.get("gallery_image") is not None:  # a gallery of the current weights, kept for their later saves
+        fields["gallery"] = {"step": step, "path": card.pop("gallery_image")}
+    card.pop("gallery_image", None)
+    gallery = fields.get("gallery")
+    gallery_image = gallery["path"] if gallery is not None and gallery["step"] == step else None
     if evaluation is not None:
         fields["evaluation"] = {"step": step, "record": summarize_evaluation(evaluation), "curve_image": curve_image}
     fields.update(_card_fields(card))
@@ -289,7 +308,8 @@ def save_trainer_files(trainer, output_dir: str, **card) -> None:
     results = card_results(library=library, step=step, training=training, pixel_space=trainer.pixel_space,
                            input_shape=input_shape_of(model), evaluation=evaluation, compute=compute, card=card_meta)
     results["has_processor"] = (folder / "preprocessor_config.json").is_file()
-    _write_card(folder, args.adv_config(), results, repo_id=repo_id, curve_image=curve_image)
+    _write_card(folder, args.adv_config(), results, repo_id=repo_id, curve_image=curve_image,
+                gallery_image=gallery_image)
 
 
 def _with_autoattack_curve(evaluation: dict, run_dir: Path) -> tuple[dict, Path | None]:
@@ -308,7 +328,7 @@ def _with_autoattack_curve(evaluation: dict, run_dir: Path) -> tuple[dict, Path 
 def copy_card_files(checkpoint_folder: str, output_dir: str) -> None:
     """Before the Trainer pushes `output_dir` from a checkpoint, bring the checkpoint's card and its sources along."""
     src, dst = Path(checkpoint_folder), Path(output_dir)
-    for name in (ADV_CONFIG_NAME, ADV_RESULTS_NAME, CURVE_IMAGE_NAME):
+    for name in (ADV_CONFIG_NAME, ADV_RESULTS_NAME, CURVE_IMAGE_NAME, GALLERY_IMAGE_NAME):
         if (src / name).is_file():
             shutil.copyfile(src / name, dst / name)
     readme = dst / README_NAME

@@ -280,6 +280,7 @@ def card_results(*, library, step, training, pixel_space, input_shape, evaluatio
         "card": {k: v for k, v in card.items() if v is not None},
         "has_processor": False,  # set by the caller: a preprocessor_config.json is saved beside the weights
         "curve_image": None,  # set by the caller: the robustness-curve PNG beside the card
+        "gallery_image": None,  # set by the caller: the adversarial-example gallery PNG beside the card
     }
 
 
@@ -343,6 +344,7 @@ def render_model_card(adv_config: dict | None, results: dict, *, repo_id: str | 
         recipe=_recipe_view(adv_config, results.get("training") or {}, card) if adv_config else None,
         evaluation=_evaluation_view(evaluation, card) if evaluation else None,
         curve_image=results.get("curve_image") if evaluation else None,
+        gallery_image=results.get("gallery_image"),
         compute=_compute_view(results.get("compute") or {}),
         library=library,
         repo_id=location,

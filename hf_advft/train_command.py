@@ -69,8 +69,9 @@ class TrainScriptArguments(ScriptArguments):
 
     model_library: str = field(
         default="auto",
-        metadata={"help": f"One of {MODEL_LIBRARIES}. auto: timm for a folder with timm's config.json (`architecture`), "
-                          f"'hf-hub:'/'timm/' ids and timm model names; transformers for other folders and Hub ids. "
+        metadata={"help": f"One of {MODEL_LIBRARIES}. auto: timm for a folder with timm's config.json "
+                          f"(`architecture`), 'hf-hub:'/'timm/' ids and timm model names; transformers for other "
+                          f"folders and Hub ids. "
                           f"Without --model_name_or_path the default model is "
                           f"{DEFAULT_MODELS['transformers']} (transformers) or {DEFAULT_MODELS['timm']} (timm)."},
     )

@@ -5,8 +5,9 @@ Three rows, same small CNN, same held-out split, same PGD-20 evaluation:
   (b) adversarial fine-tuning of (a) with AdvTrainer and the slow-start-fast-decay schedule, at a fraction of (c)'s
       adversarial compute;
   (c) PGD-AT from scratch (the baseline of Madry et al.).
-Prints a table (clean accuracy, PGD-20 accuracy, forward+backward passes, wall time) and writes it to
-`outputs/quickstart/results.json`, with the fine-tuned checkpoint in `outputs/quickstart/aft_model/`.
+Prints one line per stage, then a table (clean accuracy, PGD-20 accuracy, forward+backward passes, wall time), and
+writes it to `outputs/quickstart/results.json`, with the fine-tuned checkpoint, its model card (`README.md`) and the
+adversarial-example gallery of (b) beside (a) (`adversarial_gallery.png`) in `outputs/quickstart/aft_model/`.
 
     python recipes/quickstart.py
     python recipes/quickstart.py --epsilon 0.1 --aft_epochs 4 --at_epochs 20
@@ -15,6 +16,7 @@ Prints a table (clean accuracy, PGD-20 accuracy, forward+backward passes, wall t
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import os
@@ -28,6 +30,7 @@ from transformers.modeling_outputs import ImageClassifierOutput
 
 from hf_advft import AdvTrainer, AdvTrainingArguments
 from hf_advft.evaluation import compute_accuracy
+from hf_advft.gallery import GALLERY_PNG, plot_adversarial_gallery
 
 
 class DigitsCNN(nn.Module):
@@ -105,8 +108,34 @@ def quiet(trainer):
     return trainer
 
 
+# The default run uses one core for about 1 m 45 s (`time python recipes/quickstart.py`: 1m42s user + 3s sys,
+# 2026-11-29, see README, Quickstart); when other jobs share the cores the wall time grows (13 minutes at load 12).
+ESTIMATE = "2 minutes on an idle CPU core (longer when other jobs share the cores)"
+
+
+class Stages:
+    """One line per stage on stdout: what starts, then what it gave and how long it took."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.start = total, 0, time.perf_counter()
+
+    def begin(self, text: str) -> None:
+        self.done += 1
+        self.t0 = time.perf_counter()
+        print(f"[{self.done}/{self.total}] {text} ...", flush=True)
+
+    def end(self, text: str) -> None:
+        print(f"      {text} ({time.perf_counter() - self.t0:.0f} s)", flush=True)
+
+
 def main(opts) -> list[Row]:
     logging.getLogger("transformers").setLevel(logging.ERROR)
+    print(f"hf-advft quickstart: a small CNN on sklearn digits (offline), trained three ways: (a) cleanly, (b) "
+          f"adversarially fine-tuned from (a) with AdvTrainer ({opts.aft_epochs} epochs, PGD-{opts.train_steps}, eps "
+          f"{opts.epsilon:g}), (c) adversarially from scratch ({opts.at_epochs} epochs); then PGD-20 on the held-out "
+          f"digits and a gallery of adversarial examples.\n"
+          f"With the default settings this takes about {ESTIMATE}; one line per stage follows.", flush=True)
+    stages = Stages(3)
     # One intra-op thread: this CNN is too small to gain from more, and on a busy 2-core machine OpenMP spin-waits
     # made it 50x slower. It also makes the table reproducible (thread count changes float summation order).
     torch.set_num_threads(opts.threads)
@@ -118,6 +147,7 @@ def main(opts) -> list[Row]:
     rows = []
 
     # (a) clean training with the plain transformers Trainer.
+    stages.begin(f"(a) clean training, {opts.clean_epochs} epochs, {n:,} digits")
     torch.manual_seed(opts.seed)
     clean_model = DigitsCNN()
     start = time.perf_counter()
@@ -128,6 +158,10 @@ def main(opts) -> list[Row]:
     clean_passes = n * opts.clean_epochs
     rows.append(Row("(a) clean training", *evaluate_pgd20(clean_model, opts, f"{out}/eval", eval_ds), 0, clean_passes,
                     round(clean_time, 1)))
+    stages.end(f"clean accuracy {rows[-1].clean_accuracy:.3f}, PGD-20 accuracy {rows[-1].pgd20_accuracy:.3f}")
+    base_model = copy.deepcopy(clean_model)  # (b) fine-tunes clean_model in place; the gallery shows both
+
+    stages.begin(f"(b) adversarial fine-tuning of (a), {opts.aft_epochs} epochs, slow-start-fast-decay; the gallery")
 
     # (b) adversarial fine-tuning of (a) with slow-start-fast-decay.
     aft_args = AdvTrainingArguments(
@@ -142,12 +176,21 @@ def main(opts) -> list[Row]:
     aft_time = time.perf_counter() - start
     # Evaluated by the same trainer before saving, so the checkpoint's model card carries these numbers.
     metrics = aft.evaluate()
+    # The gallery: the same PGD-20 attack on a few held-out digits, against (b) and, beside it, (a).
+    gallery = plot_adversarial_gallery(
+        clean_model, torch.stack([eval_ds[i]["pixel_values"] for i in range(opts.gallery)]), eval_ds.y[:opts.gallery],
+        os.path.join(aft_args.output_dir, GALLERY_PNG), base_model=base_model, epsilon=opts.epsilon, steps=20,
+        n=opts.gallery, model_name="(b) fine-tuned", base_name="(a) clean", seed=opts.seed,
+    )
     aft.save_model()
+    aft.create_model_card(gallery_image=gallery)  # the card shows the gallery beside it
     rows.append(Row(f"(b) AFT of (a), slow-start-fast-decay, {opts.aft_epochs} ep",
                     metrics["eval_accuracy"], metrics["eval_robust_accuracy"], n * opts.aft_epochs * k,
                     clean_passes + n * opts.aft_epochs * (k + 1), round(clean_time + aft_time, 1)))
+    stages.end(f"clean accuracy {rows[-1].clean_accuracy:.3f}, PGD-20 accuracy {rows[-1].pgd20_accuracy:.3f}")
 
     # (c) PGD-AT from scratch, the baseline.
+    stages.begin(f"(c) PGD-AT from scratch, {opts.at_epochs} epochs (the baseline)")
     torch.manual_seed(opts.seed)
     scratch = DigitsCNN()
     at_args = AdvTrainingArguments(**trainer_kwargs(f"{out}/pgd_at", opts.seed, opts.at_epochs, 3e-3, opts.batch_size,
@@ -157,13 +200,17 @@ def main(opts) -> list[Row]:
     at_time = time.perf_counter() - start
     rows.append(Row(f"(c) PGD-AT from scratch, {opts.at_epochs} ep", *evaluate_pgd20(scratch, opts, f"{out}/eval", eval_ds),
                     n * opts.at_epochs * k, n * opts.at_epochs * (k + 1), round(at_time, 1)))
+    stages.end(f"clean accuracy {rows[-1].clean_accuracy:.3f}, PGD-20 accuracy {rows[-1].pgd20_accuracy:.3f}")
 
     result = {"settings": vars(opts), "n_train": n, "n_eval": len(eval_ds), "rows": [asdict(r) for r in rows],
               "aft_checkpoint": os.path.abspath(f"{out}/aft_model")}
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(result, f, indent=2)
-    print(format_table(rows, opts))
-    print(f"\nWrote {os.path.join(out, 'results.json')} and the fine-tuned checkpoint {out}/aft_model/")
+    print(f"\nDone in {time.perf_counter() - stages.start:.0f} s.\n\n" + format_table(rows, opts))
+    print(f"\nResults:         {os.path.abspath(os.path.join(out, 'results.json'))}")
+    print(f"Gallery:         {os.path.abspath(gallery)}  (adversarial examples of (b), beside (a))")
+    print(f"Model card:      {os.path.abspath(os.path.join(aft_args.output_dir, 'README.md'))}")
+    print(f"Checkpoint:      {os.path.abspath(aft_args.output_dir)}")
     return rows
 
 
@@ -194,6 +241,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (see main).")
+    p.add_argument("--gallery", type=int, default=6, help="Images in the adversarial-example gallery.")
     return p
 
 

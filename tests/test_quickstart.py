@@ -18,6 +18,11 @@ def test_quickstart_writes_table_json_and_checkpoint(tmp_path, capsys, one_threa
     rows = quickstart.main(opts)
     out = capsys.readouterr().out
     assert "| (c) PGD-AT from scratch, 2 ep |" in out and "adversarial compute of (c)" in out
+    # What it is about to do and how long, one line per stage, then where the gallery and the card are.
+    assert out.startswith("hf-advft quickstart: ") and f"this takes about {quickstart.ESTIMATE}" in out
+    assert [line[:5] for line in out.splitlines() if line.startswith("[")] == ["[1/3]", "[2/3]", "[3/3]"]
+    assert f"Gallery:         {tmp_path / 'aft_model' / 'adversarial_gallery.png'}" in out
+    assert f"Model card:      {tmp_path / 'aft_model' / 'README.md'}" in out
     result = json.loads((tmp_path / "results.json").read_text())
     assert [r["name"] for r in result["rows"]] == [r.name for r in rows]
     n = result["n_train"]
@@ -29,4 +34,6 @@ def test_quickstart_writes_table_json_and_checkpoint(tmp_path, capsys, one_threa
     assert {"model.safetensors", "adv_config.json", "README.md"} <= set(os.listdir(ckpt))
     card = (ckpt / "README.md").read_text()
     assert f"{result['rows'][1]['pgd20_accuracy'] * 100:.1f}%" in card  # the card states the measured row (b)
+    assert "](adversarial_gallery.png)" in card  # the gallery beside the card, linked from it
+    assert (ckpt / "adversarial_gallery.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((ckpt / "adv_config.json").read_text())["adv_steps"] == 2

@@ -192,6 +192,7 @@ def test_vit_recipe_rejects_an_image_size_the_model_cannot_take(tmp_path):
 
 @pytest.mark.multiprocess
 def test_accelerate_launch_two_processes_produces_a_loadable_checkpoint(tmp_path):
+    """`accelerate launch -m hf_advft.cli train` (the installed command; the recipes are wrappers around it)."""
     import timm
 
     data_dir = _imagefolder(tmp_path, n_train=32, n_test=16)
@@ -199,7 +200,7 @@ def test_accelerate_launch_two_processes_produces_a_loadable_checkpoint(tmp_path
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           str(ROOT / "recipes" / "finetune_timm.py"), "--model_name_or_path", str(model_dir),
+           "-m", "hf_advft.cli", "train", "--model_name_or_path", str(model_dir),
            "--dataset_name", str(data_dir), "--image_size", "16", "--output_dir", str(out),
            "--cache_dir", str(tmp_path / "cache"), *FAST]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
