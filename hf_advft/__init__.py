@@ -4,6 +4,7 @@ __version__ = "0.1.0.dev0"
 
 from .attacks import fgsm, n_fgsm, pgd
 from .evaluation import RobustEvalConfig, RobustnessResult, evaluate_robustness, plot_robustness_curve
+from .gallery import plot_adversarial_gallery
 from .hub import RobustModel, load_robust_model, push_robust_model, save_robust_model
 from .objectives import compute_objective
 from .pixel_space import PixelSpace, resolve_pixel_space
@@ -27,6 +28,7 @@ __all__ = [
     "load_robust_model",
     "n_fgsm",
     "pgd",
+    "plot_adversarial_gallery",
     "plot_robustness_curve",
     "push_robust_model",
     "resolve_pixel_space",

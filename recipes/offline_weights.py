@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 
 
 logger = logging.getLogger(__name__)
@@ -113,4 +114,6 @@ def make_parser() -> argparse.ArgumentParser:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    print(main(make_parser().parse_args()))
+    from hf_advft.cli import run_guarded
+
+    sys.exit(run_guarded("offline_weights.py", lambda argv: print(main(make_parser().parse_args(argv)))))

@@ -147,3 +147,13 @@ def test_recipe_reports_a_user_error_in_one_line(recipe, tmp_path, capsys, monke
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith(f"{recipe}: error: ") and "no such directory" in err and err.count("\n") == 1, err
+
+
+def test_offline_weights_recipe_reports_a_user_error_in_one_line(tmp_path, capsys, monkeypatch):
+    (tmp_path / "model.safetensors").write_bytes(b"")  # an existing folder: refused without --overwrite
+    monkeypatch.setattr(sys, "argv", ["offline_weights.py", "--output_dir", str(tmp_path)])
+    with pytest.raises(SystemExit) as info:
+        runpy.run_path(str(ROOT / "recipes" / "offline_weights.py"), run_name="__main__")
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("offline_weights.py: error: ") and "--overwrite" in err and err.count("\n") == 1, err
