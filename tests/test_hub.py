@@ -473,7 +473,7 @@ def test_cli_card_and_push(tmp_path, fake_hub, capsys, no_token):
     assert cli_main(["card", str(folder), "--repo-id", "me/vit", "-o", str(tmp_path / "card.md")]) == 0
     assert 'from_pretrained("me/vit", use_safetensors=True)' in (tmp_path / "card.md").read_text()
 
-    assert cli_main(["push", str(folder), "--repo-id", "me/vit"]) == 1  # no token anywhere
+    assert cli_main(["push", str(folder), "--repo-id", "me/vit"]) == 2  # no token anywhere
     assert "huggingface-cli login" in capsys.readouterr().err and fake_hub.uploads == []
     os.environ["HF_TOKEN"] = TOKEN
     try:
