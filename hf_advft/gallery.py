@@ -102,12 +102,17 @@ def plot_adversarial_gallery(
         base_model (`torch.nn.Module`, *optional*): The model before adversarial fine-tuning, attacked the same way
             and shown beside it.
         base_pixel_space ([`PixelSpace`], *optional*): The base model's normalization (default: `pixel_space`).
-        epsilon (`float`, defaults to `8/255`), steps (`int`, defaults to 20), step_size (`float`, *optional*),
-            norm (`str`, defaults to `"linf"`): The PGD attack (step size `2.5 * epsilon / steps` by default).
+        epsilon (`float`, defaults to `8/255`): The PGD radius, in pixel units.
+        steps (`int`, defaults to 20): PGD iterations.
+        step_size (`float`, *optional*): PGD step, `2.5 * epsilon / steps` by default.
+        norm (`str`, defaults to `"linf"`): `"linf"` or `"l2"`.
         n (`int`, defaults to 6): Number of images (rows).
         label_names (`Sequence[str]`, *optional*): Class names for the captions (default: the ids).
-        model_name (`str`, defaults to `"robust"`), base_name (`str`, defaults to `"base"`): Column captions.
+        model_name (`str`, defaults to `"robust"`): The model's name in the captions.
+        base_name (`str`, defaults to `"base"`): The base model's name in the captions.
         title (`str`, *optional*): The figure's title (default: the attack).
+        device (*optional*): Where to run the attack (default: where the model is).
+        seed (`int`, defaults to 0): Seed of PGD's random start.
 
     Returns:
         `Path`: `path`. Needs matplotlib (`pip install "hf-advft[plot]"`).
