@@ -50,6 +50,7 @@ def _timm_dir(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_train_transformers_model_from_config_file(tmp_path, capsys):
     from transformers import AutoModelForImageClassification
 
@@ -68,6 +69,7 @@ def test_train_transformers_model_from_config_file(tmp_path, capsys):
     assert "hf-advft: adversarial fine-tuning finished" in stdout and "AutoModelForImageClassification" in stdout
 
 
+@pytest.mark.slow
 def test_train_timm_model_detected_from_its_folder(tmp_path, capsys):
     import timm
 

@@ -72,6 +72,7 @@ def test_gallery_beside_the_model_card(tmp_path):
         save_robust_model(_linear(), tmp_path / "m2", gallery_image=tmp_path / "missing.png")
 
 
+@pytest.mark.slow
 def test_evaluate_command_draws_the_gallery_with_a_base_model(tmp_path, capsys):
     from transformers import ViTImageProcessor
 
