@@ -52,7 +52,7 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArgu
 from transformers.modeling_outputs import ImageClassifierOutput  # noqa: E402
 
 from hf_advft import AdvTrainer, AdvTrainingArguments  # noqa: E402
-from hf_advft.attacks import pgd  # noqa: E402
+from hf_advft.attacks import robust_under_pgd  # noqa: E402
 
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -207,7 +207,11 @@ def train(model, x, y, opts, *, adversarial: bool, epochs: float, lr: float, sch
 # --------------------------------------------------------------------------------------------------------------------
 # Evaluation
 def pgd20_accuracy(model, x, y, opts, steps: int = 20) -> tuple[float, float]:
-    """Clean and PGD-`steps` accuracy (step 2.5 * eps / steps, random start) in eval mode; the mode is restored."""
+    """Clean and PGD-`steps` accuracy (step 2.5 * eps / steps, random start) in eval mode; the mode is restored.
+
+    Counted by `hf_advft.attacks.robust_under_pgd`, the rule of `evaluate_robustness` and `AdvTrainer`'s
+    `eval_robust_accuracy`: only correct examples are attacked, an example is broken by the first iterate that fools it.
+    """
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -217,11 +221,11 @@ def pgd20_accuracy(model, x, y, opts, steps: int = 20) -> tuple[float, float]:
         for i in range(0, len(y), 500):
             xb, yb = x[i:i + 500].to(device), y[i:i + 500].to(device)
             with torch.no_grad():
-                clean += int((model(xb).logits.argmax(-1) == yb).sum())
-            x_adv = pgd(lambda t: model(t).logits, xb, yb, epsilon=opts.epsilon, step_size=2.5 * opts.epsilon / steps,
-                        steps=steps, generator=gen)
-            with torch.no_grad():
-                robust += int((model(x_adv).logits.argmax(-1) == yb).sum())
+                correct = model(xb).logits.argmax(-1) == yb
+            flags, _ = robust_under_pgd(lambda t: model(t).logits, xb, yb, epsilon=opts.epsilon,
+                                        step_size=2.5 * opts.epsilon / steps, steps=steps, generator=gen,
+                                        correct=correct)
+            clean, robust = clean + int(correct.sum()), robust + int(flags.sum())
     finally:
         model.train(was_training)
     return clean / len(y), robust / len(y)

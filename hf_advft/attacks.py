@@ -20,6 +20,8 @@ NORMS = ("linf", "l2")
 # Training attacks selectable by name (`AdvTrainingArguments.adv_attack`); the last two take one step (1 pass).
 TRAINING_ATTACKS = ("pgd", "fgsm_rs", "n_fgsm")
 SINGLE_STEP_ATTACKS = ("fgsm_rs", "n_fgsm")
+# `random_start="normal"` starts at x + NORMAL_START_STD * N(0, I): the TRADES reference start (Zhang et al. 2019).
+NORMAL_START_STD = 0.001
 
 
 def cross_entropy_per_example(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -81,13 +83,19 @@ def _step(grad: torch.Tensor, step_size: float, norm: str) -> torch.Tensor:
     return step_size * grad / _flat_norm(grad).clamp_min(1e-12)
 
 
-def _one_run(logits_fn, x, target, epsilon, step_size, steps, norm, random_start, loss_fn, generator,
-             early_stop=False):
-    delta = _random_delta(x, epsilon, norm, generator) if random_start else torch.zeros_like(x)
+def _start(x, epsilon, norm, random_start, generator):
+    if random_start == "normal":
+        delta = NORMAL_START_STD * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    elif random_start:
+        delta = _random_delta(x, epsilon, norm, generator)
+    else:
+        delta = torch.zeros_like(x)
     # Clamping x + delta to [0, 1] keeps delta inside the ball: both sets are convex and contain x.
-    x_adv = (x + _project(delta, epsilon, norm)).clamp(0.0, 1.0)
-    if early_stop:
-        return _early_stop_run(logits_fn, x, target, x_adv, epsilon, step_size, steps, norm, loss_fn)
+    return (x + _project(delta, epsilon, norm)).clamp(0.0, 1.0)
+
+
+def _one_run(logits_fn, x, target, epsilon, step_size, steps, norm, random_start, loss_fn, generator):
+    x_adv = _start(x, epsilon, norm, random_start, generator)
     for _ in range(steps):
         x_adv.requires_grad_(True)
         loss = loss_fn(logits_fn(x_adv), target).sum()
@@ -99,21 +107,34 @@ def _one_run(logits_fn, x, target, epsilon, step_size, steps, norm, random_start
     return x_adv.detach()
 
 
-def _early_stop_run(logits_fn, x, labels, x_adv, epsilon, step_size, steps, norm, loss_fn):
-    # The same loop, over the examples still classified correctly: one that an iterate fools keeps that iterate.
-    active = torch.arange(x.shape[0], device=x.device)
-    for _ in range(steps):
-        xa = x_adv[active].requires_grad_(True)
-        logits = logits_fn(xa)
-        (grad,) = torch.autograd.grad(loss_fn(logits, labels[active]).sum(), xa)
+def _early_stop_run(logits_fn, x, labels, x_adv, epsilon, step_size, steps, norm, loss_fn, fixed_shapes=False):
+    # The same loop, over the examples still classified correctly: one that an iterate fools keeps that iterate, and
+    # that in-loop prediction is what counts it as broken (predicting it again in another batch can flip it back at
+    # the decision boundary). The last iterate is predicted too, so `fooled` is final. With `fixed_shapes` every
+    # forward sees the whole batch (the fooled examples frozen): the same iterates, with as many forwards on every
+    # process, as sharded models (FSDP, ZeRO-3) need.
+    fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    everyone = active = torch.arange(x.shape[0], device=x.device)
+    for step in range(steps + 1):
+        rows = everyone if fixed_shapes else active
+        xa = x_adv[rows]
+        if step < steps:
+            xa.requires_grad_(True)
+            logits = logits_fn(xa)
+            (grad,) = torch.autograd.grad(loss_fn(logits, labels[rows]).sum(), xa)
+        else:
+            with torch.no_grad():
+                logits = logits_fn(xa)
         with torch.no_grad():
-            going = logits.argmax(-1) == labels[active]
-            active, xa, grad = active[going], xa[going], grad[going]
-            if active.numel() == 0:
+            fooled[rows] |= logits.argmax(-1) != labels[rows]
+            going = ~fooled[rows]
+            active = rows[going]
+            if step == steps or (active.numel() == 0 and not fixed_shapes):
                 break
-            delta = _project(xa + _step(grad.float(), step_size, norm) - x[active], epsilon, norm)
+            delta = _project(xa.detach()[going] + _step(grad[going].float(), step_size, norm) - x[active], epsilon,
+                             norm)
             x_adv[active] = (x[active] + delta).clamp(0.0, 1.0)
-    return x_adv.detach()
+    return x_adv.detach(), fooled
 
 
 def pgd(
@@ -125,7 +146,7 @@ def pgd(
     step_size: float,
     steps: int,
     norm: str = "linf",
-    random_start: bool = True,
+    random_start: bool | str = True,
     restarts: int = 1,
     loss_fn: LossFn | None = None,
     generator: torch.Generator | None = None,
@@ -143,8 +164,9 @@ def pgd(
         step_size (`float`): Step length per iteration (signed gradient for L-inf, normalized gradient for L2).
         steps (`int`): Number of iterations; each costs one forward and one backward pass.
         norm (`str`, defaults to `"linf"`): `"linf"` or `"l2"`.
-        random_start (`bool`, defaults to `True`): Start from a uniform point in the ball. With `steps=1` this is
-            FGSM with random start (Fast-AT, Wong et al. 2020).
+        random_start (`bool` or `"normal"`, defaults to `True`): Start from a uniform point in the ball. With
+            `steps=1` this is FGSM with random start (Fast-AT, Wong et al. 2020). `"normal"` starts at
+            `x + 0.001 * N(0, I)`, as the TRADES reference does: its KL loss has a zero gradient at `x` itself.
         restarts (`int`, defaults to `1`): Independent runs; the per-example worst case (highest loss) is kept.
             Each restart after the first adds `steps` forward+backward passes and one forward pass to score it.
         loss_fn (`Callable`, *optional*): `loss_fn(logits, y) -> (B,)` per-example loss to maximise; defaults to
@@ -171,6 +193,8 @@ def pgd(
     ```
     """
     check_attack_args(epsilon=epsilon, step_size=step_size, steps=steps, norm=norm, restarts=restarts)
+    if isinstance(random_start, str) and random_start != "normal":
+        raise ValueError(f"random_start={random_start!r}: use True (uniform in the ball), False or 'normal'.")
     if early_stop and restarts > 1:
         raise ValueError("early_stop keeps the first fooling iterate, restarts the highest-loss one: use restarts=1 "
                          "and rerun on the examples still classified correctly.")
@@ -180,7 +204,10 @@ def pgd(
     loss_fn = cross_entropy_per_example if loss_fn is None else loss_fn
     run = (logits_fn, x, y, epsilon, step_size, steps, norm, random_start, loss_fn, generator)
     with torch.enable_grad():
-        best = _one_run(*run, early_stop=early_stop)
+        if early_stop:
+            return _early_stop_run(logits_fn, x, y, _start(x, epsilon, norm, random_start, generator), epsilon,
+                                   step_size, steps, norm, loss_fn)[0]
+        best = _one_run(*run)
         if restarts == 1:
             return best
         with torch.no_grad():
@@ -193,6 +220,77 @@ def pgd(
             best = torch.where(better.view(-1, *([1] * (x.dim() - 1))), candidate, best)
             best_loss = torch.where(better, cand_loss, best_loss)
     return best
+
+
+def robust_under_pgd(
+    logits_fn: LogitsFn,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    epsilon: float,
+    step_size: float,
+    steps: int,
+    norm: str = "linf",
+    restarts: int = 1,
+    generator: torch.Generator | None = None,
+    correct: torch.Tensor | None = None,
+    fixed_shapes: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which examples PGD fails to break: the one rule behind every PGD robust accuracy hf-advft reports.
+
+    An example is robust when it is classified correctly and no iterate of any restart fools the model. Each restart
+    starts at a uniform random point of the ball and attacks only the examples every earlier restart missed; an
+    example stops at the first iterate that fools the model (an adversarial example in the ball), and that in-loop
+    prediction counts it as broken. `AdvTrainer`'s `eval_robust_accuracy`, `evaluate_robustness` and the benchmarks
+    all count this way.
+
+    Args:
+        logits_fn (`Callable[[torch.Tensor], torch.Tensor]`): Pixels in [0, 1] to logits, as for [`pgd`].
+        x (`torch.Tensor`): Clean images in [0, 1]. labels (`torch.Tensor`): Class labels.
+        epsilon (`float`), step_size (`float`), steps (`int`), norm (`str`, defaults to `"linf"`): As for [`pgd`].
+        restarts (`int`, defaults to `1`): Random restarts, each on the examples still robust.
+        generator (`torch.Generator`, *optional*): Source of the random starts.
+        correct (`torch.Tensor`, *optional*): Whether each clean example is classified correctly; predicted here
+            (one forward pass) when not given. Examples classified wrongly are not attacked.
+        fixed_shapes (`bool`, defaults to `False`): Give every forward the whole batch (the broken examples frozen),
+            so that every process runs the same passes, as sharded models (FSDP, DeepSpeed ZeRO-3) need.
+
+    Returns:
+        `tuple[torch.Tensor, torch.Tensor]`: the robust flags `(B,)` and `x_adv`: the fooling iterate of each broken
+        example, the last iterate of a robust one (`x` itself for an example never attacked).
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from hf_advft.attacks import robust_under_pgd
+    >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10))
+    >>> x, y = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+    >>> robust, x_adv = robust_under_pgd(model, x, y, epsilon=8 / 255, step_size=2 / 255, steps=10)
+    >>> robust.shape, bool((x_adv - x).abs().max() <= 8 / 255 + 1e-6)
+    (torch.Size([4]), True)
+    ```
+    """
+    check_attack_args(epsilon=epsilon, step_size=step_size, steps=steps, norm=norm, restarts=restarts)
+    x = x.detach()
+    if correct is None:
+        with torch.no_grad():
+            correct = logits_fn(x).argmax(-1) == labels
+    robust, x_adv = correct.clone().bool(), x.clone()
+    if x.numel() == 0 or epsilon == 0:
+        return robust, x_adv
+    with torch.enable_grad():
+        for _ in range(restarts):
+            rows = torch.arange(x.shape[0], device=x.device) if fixed_shapes else robust.nonzero().flatten()
+            if rows.numel() == 0:
+                break
+            xs, attacked = x[rows], robust[rows]
+            candidate, fooled = _early_stop_run(logits_fn, xs, labels[rows], _start(xs, epsilon, norm, True, generator),
+                                                epsilon, step_size, steps, norm, cross_entropy_per_example,
+                                                fixed_shapes)
+            x_adv[rows[attacked]] = candidate[attacked]
+            robust[rows[attacked & fooled]] = False
+    return robust, x_adv
 
 
 def fgsm(logits_fn: LogitsFn, x: torch.Tensor, y: torch.Tensor, *, epsilon: float, step_size: float | None = None,

@@ -28,6 +28,7 @@ from .evaluation_utils import (
     autoattack_robust_flags,
     collect_examples,
     evaluation_mode,
+    evaluation_precision,
     fraction,
     import_autoattack,
     package_versions,
@@ -235,6 +236,9 @@ class RobustnessResult:
     config: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
+    # The arithmetic of the attacked forward passes ("fp32" unless the weights themselves are bf16/fp16; never
+    # autocast). None in results written before hf-advft recorded it.
+    precision: str | None = None
 
     @property
     def failed_checks(self) -> list[MaskingCheck]:
@@ -288,7 +292,7 @@ class RobustnessResult:
                            for c in self.checks)
         return "\n".join([
             f"{self.n_examples} examples, {self.norm} eps={eps:.4g}{unit}, seed {self.seed}, "
-            f"{self.wall_time_s:.1f} s on {self.device}",
+            f"{self.wall_time_s:.1f} s on {self.device} in {self.precision}",
             "| attack | accuracy |", "|---|---|", *rows, f"gradient-masking checks: {checks or 'off'}",
         ])
 
@@ -451,10 +455,11 @@ def evaluate_robustness(
     times: dict[str, float] = {}
     flags: dict[str, torch.Tensor] = {}
     worst: dict[str, float] = {}
+    precision = evaluation_precision(model)
+    # The examples stay on the CPU; each attack batch is moved to the device on its own.
     with evaluation_mode(model, device) as dev:
         net = PixelModel(model, space, pixel_key)
-        pixels, labels = pixels.to(dev), labels.to(dev)
-        correct = predict(net, pixels, cfg.batch_size) == labels
+        correct = predict(net, pixels, cfg.batch_size, dev) == labels
         clean = fraction(correct)
 
         def pgd_at(eps, steps=cfg.pgd_steps, step_size=None) -> torch.Tensor:
@@ -462,7 +467,7 @@ def evaluate_robustness(
             robust, largest = pgd_robust_flags(
                 net, pixels, labels, correct, epsilon=eps, steps=steps, restarts=cfg.pgd_restarts,
                 step_size=step_size or cfg.resolved_step_size(eps), cfg=cfg, show=show_progress,
-                desc=f"PGD-{steps} eps={eps:.4g}")
+                desc=f"PGD-{steps} eps={eps:.4g}", device=dev)
             times[f"pgd eps={eps:.4g} steps={steps}"] = round(time.perf_counter() - tic, 3)
             if eps == cfg.epsilon and steps == cfg.pgd_steps:
                 worst["pgd"] = largest
@@ -488,13 +493,14 @@ def evaluate_robustness(
         if "autoattack" in cfg.attacks:
             tic = time.perf_counter()
             flags["autoattack"], trace, broke, worst["autoattack"], parts = autoattack_robust_flags(
-                net, pixels, labels, correct, cfg=cfg, components=None, show=show_progress, notes=notes)
+                net, pixels, labels, correct, cfg=cfg, components=None, show=show_progress, notes=notes, device=dev)
             times["autoattack"] = round(time.perf_counter() - tic, 3)
             times.update({f"autoattack/{name}": t for name, t in parts.items()})
         if "square" in cfg.attacks:
             tic = time.perf_counter()
             flags["square"], _, _, worst["square"], _ = autoattack_robust_flags(
-                net, pixels, labels, correct, cfg=cfg, components=("square",), show=show_progress, notes=notes)
+                net, pixels, labels, correct, cfg=cfg, components=("square",), show=show_progress, notes=notes,
+                device=dev)
             times["square"] = round(time.perf_counter() - tic, 3)
         checks = _run_masking_checks(cfg, pgd_at, pgd_flags, curve, flags, broke, slack, pixels[0].numel()) \
             if cfg.masking_checks else []
@@ -531,6 +537,7 @@ def evaluate_robustness(
         attack_time_s=times,
         normalization=space.source,
         device=str(dev),
+        precision=precision,
         config=json.loads(json.dumps(asdict(cfg))),
         notes=notes,
         versions=dict(package_versions()),
@@ -612,6 +619,7 @@ def autoattack_metrics(trainer, metric_key_prefix: str = "eval") -> dict[str, fl
             f"{prefix}_autoattack_examples": int(counts[0]),
             f"{prefix}_autoattack_masking_checks_failed": int(counts[3]),
             f"{prefix}_autoattack_runtime": round(time.perf_counter() - start, 4),
+            f"{prefix}_autoattack_precision": result.precision,
         })
         if accelerator.num_processes == 1 and args.should_save:
             out_dir = Path(args.output_dir)

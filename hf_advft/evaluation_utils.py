@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from transformers.utils import logging
 
-from .attacks import pgd
+from .attacks import robust_under_pgd
 
 
 logger = logging.get_logger("hf_advft.evaluation")  # one logger for the whole evaluation, as users see it
@@ -116,8 +116,36 @@ def to_pixels(space, x: torch.Tensor) -> torch.Tensor:
 
 
 @contextmanager
+def original_forward(model: torch.nn.Module):
+    """Call `model`'s own forward, without the mixed-precision autocast accelerate patched into it; then put it back.
+
+    With `bf16`/`fp16`, `accelerator.prepare` replaces `model.forward` by an autocast wrapper that stays on the model
+    (`unwrap_model` keeps it). Robustness is measured in full precision, as `hf-advft evaluate` measures a saved
+    checkpoint; unlike `unwrap_model(keep_fp32_wrapper=False)`, training's autocast is restored on exit.
+    """
+    patched = model.__dict__.get("forward")
+    original = model.__dict__.get("_original_forward")
+    device_type = next((p.device.type for p in model.parameters()), "cpu")
+    try:
+        if patched is not None and original is not None:
+            model.forward = original
+        with torch.autocast(device_type, enabled=False):  # nor an autocast the caller may have entered
+            yield model
+    finally:
+        if patched is not None and original is not None:
+            model.forward = patched
+
+
+def evaluation_precision(model: torch.nn.Module) -> str:
+    """The precision an evaluation of `model` computes in (outside autocast): its floating parameters' dtype."""
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float64: "fp64"}.get(
+        dtype, str(dtype).replace("torch.", ""))
+
+
+@contextmanager
 def evaluation_mode(model: torch.nn.Module, device):
-    """Eval mode, frozen parameters and `device` for the attacks; everything restored afterwards."""
+    """Eval mode, frozen parameters, full precision and `device` for the attacks; everything restored afterwards."""
     params = list(model.parameters())
     flags = [p.requires_grad for p in params]
     was_training = model.training
@@ -129,7 +157,8 @@ def evaluation_mode(model: torch.nn.Module, device):
             p.requires_grad_(False)
         if target != home:
             model.to(target)
-        yield target
+        with original_forward(model):
+            yield target
     finally:
         if target != home:
             model.to(home)
@@ -146,9 +175,15 @@ def progress(iterable, show: bool, desc: str, total: int | None = None):
     return tqdm(iterable, desc=desc, total=total, leave=False)
 
 
+def to_device(tensor: torch.Tensor, device) -> torch.Tensor:
+    """One batch to the attack device: the evaluation set stays on the CPU (50,000 images would not fit a GPU)."""
+    return tensor.to(device, non_blocking=True)
+
+
 @torch.no_grad()
-def predict(net, pixels, batch_size) -> torch.Tensor:
-    return torch.cat([net(chunk).argmax(-1) for chunk in pixels.split(batch_size)])
+def predict(net, pixels, batch_size, device) -> torch.Tensor:
+    """Predicted classes of `pixels` (kept where they are), batch by batch on `device`; returned on the CPU."""
+    return torch.cat([net(to_device(chunk, device)).argmax(-1).cpu() for chunk in pixels.split(batch_size)])
 
 
 def perturbation_norm(x_adv, x, norm) -> float:
@@ -160,30 +195,24 @@ def perturbation_norm(x_adv, x, norm) -> float:
 
 # ------------------------------------------------------------------------------------------------------------------
 # Attacks on the initially-correct points
-def pgd_robust_flags(net, pixels, labels, correct, *, epsilon, step_size, steps, restarts, cfg, show, desc):
-    """Per-example robustness under PGD; each restart attacks only the points every earlier restart missed.
+def pgd_robust_flags(net, pixels, labels, correct, *, epsilon, step_size, steps, restarts, cfg, show, desc, device):
+    """Per-example robustness under PGD, by `hf_advft.attacks.robust_under_pgd` batch by batch on `device`.
 
-    PGD stops on an example at its first misclassified iterate (`early_stop`): that iterate is an adversarial example
-    in the ball, so the accuracy can only be lower (tighter) than the last iterate's, and broken examples cost nothing
-    more.
+    Flags stay on the CPU beside `pixels`; returns them and the largest perturbation norm of the attacked examples.
     """
     robust = correct.clone()
     worst = 0.0
     if epsilon == 0:
         return robust, worst
-    generator = torch.Generator(device=pixels.device).manual_seed(cfg.seed)
-    for restart in range(restarts):
-        idx = robust.nonzero().flatten()
-        if idx.numel() == 0:
-            break
-        label = desc if restarts == 1 else f"{desc} restart {restart + 1}/{restarts}"
-        for chunk in progress(idx.split(cfg.batch_size), show, label):
-            x, y = pixels[chunk], labels[chunk]
-            x_adv = pgd(net, x, y, epsilon=epsilon, step_size=step_size, steps=steps, norm=cfg.norm,
-                        random_start=True, generator=generator, early_stop=True)
-            with torch.no_grad():
-                robust[chunk] = net(x_adv).argmax(-1) == y
-            worst = max(worst, perturbation_norm(x_adv, x, cfg.norm))
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    label = desc if restarts == 1 else f"{desc}, {restarts} restarts"
+    for chunk in progress(correct.nonzero().flatten().split(cfg.batch_size), show, label):
+        x, y = to_device(pixels[chunk], device), to_device(labels[chunk], device)
+        flags, x_adv = robust_under_pgd(net, x, y, epsilon=epsilon, step_size=step_size, steps=steps, norm=cfg.norm,
+                                        restarts=restarts, generator=generator,
+                                        correct=torch.ones_like(y, dtype=torch.bool))
+        robust[chunk] = flags.cpu()
+        worst = max(worst, perturbation_norm(x_adv, x, cfg.norm))
     return robust, worst
 
 
@@ -206,7 +235,7 @@ class _CaptureLog(std_logging.Handler):
             self.messages.append(message)
 
 
-def autoattack_robust_flags(net, pixels, labels, correct, *, cfg, components, show, notes):
+def autoattack_robust_flags(net, pixels, labels, correct, *, cfg, components, show, notes, device):
     """Run AutoAttack components one after another on the points still robust, as `run_standard_evaluation` does.
 
     Calling pyautoattack once per component (with its own standard settings) is what gives the per-component trace.
@@ -215,7 +244,6 @@ def autoattack_robust_flags(net, pixels, labels, correct, *, cfg, components, sh
     """
     AutoAttack = import_autoattack()
     norm = {"linf": "Linf", "l2": "L2"}[cfg.norm]
-    device = pixels.device
     if components is None:
         attack = AutoAttack(net, norm=norm, eps=cfg.epsilon, version=cfg.autoattack_version, seed=cfg.seed,
                             device=device)
@@ -225,7 +253,7 @@ def autoattack_robust_flags(net, pixels, labels, correct, *, cfg, components, sh
         attack.square.n_queries = cfg.square_queries
     attack.verbose = False
     with torch.no_grad():
-        n_classes = net(pixels[:1]).shape[-1]
+        n_classes = net(to_device(pixels[:1], device)).shape[-1]
     # AutoAttack targets the 9 runner-up classes: fewer classes leave fewer targets (RobustBench does the same).
     targets = max(1, min(9, n_classes - 1))
     attack.apgd_targeted.n_target_classes, attack.fab.n_target_classes = targets, targets
@@ -238,7 +266,7 @@ def autoattack_robust_flags(net, pixels, labels, correct, *, cfg, components, sh
     aa_logger = std_logging.getLogger("auto-attack")
     aa_logger.addHandler(capture)
     # pyautoattack reseeds the global RNGs: keep the caller's random state untouched.
-    devices = [device] if device.type == "cuda" else []
+    devices = [device] if torch.device(device).type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=devices):
             for name in components:
@@ -250,12 +278,12 @@ def autoattack_robust_flags(net, pixels, labels, correct, *, cfg, components, sh
                     trace[name], broke[name], times[name] = 0.0, fooled_here, 0.0
                     continue
                 for chunk in progress(idx.split(cfg.batch_size), show, f"AutoAttack {name}"):
-                    x, y = pixels[chunk], labels[chunk]
+                    x, y = to_device(pixels[chunk], device), to_device(labels[chunk], device)
                     x_adv, _ = attack.run_standard_evaluation(x, y, batch_size=cfg.batch_size)
                     with torch.no_grad():
                         fooled = net(x_adv.to(device)).argmax(-1) != y
-                    robust[chunk[fooled]] = False
-                    fooled_here[chunk[fooled]] = True
+                    robust[chunk[fooled.cpu()]] = False
+                    fooled_here[chunk[fooled.cpu()]] = True
                     worst = max(worst, perturbation_norm(x_adv[fooled].to(device), x[fooled], cfg.norm))
                 trace[name], broke[name] = fraction(robust), fooled_here
                 times[name] = round(time.perf_counter() - tic, 3)

@@ -16,6 +16,10 @@ import torch
 
 # Pixels that leave [0, 1] by more than this after de-normalization mean the guessed normalization is wrong.
 RANGE_TOLERANCE = 1e-3
+# A batch of at least this many images whose de-normalized pixels all lie within [mean, mean + std] (give or take
+# RAW_MARGIN) in every channel is taken for raw [0, 1] pixels that were never normalized.
+RAW_CHECK_MIN_IMAGES = 4
+RAW_MARGIN = 0.01
 
 
 @dataclass(frozen=True)
@@ -69,15 +73,41 @@ class PixelSpace:
         return mean, std
 
     def to_pixels(self, x: torch.Tensor, *, check: bool = False) -> torch.Tensor:
-        """Model inputs to pixels in [0, 1]. With `check=True`, raise if they fall outside [0, 1]."""
+        """Model inputs to pixels in [0, 1].
+
+        With `check=True`, raise if they fall outside [0, 1], or if a batch of images looks un-normalized: raw pixels
+        in [0, 1] fed to a model that expects normalized inputs land, once de-normalized, in [mean, mean + std] per
+        channel, inside [0, 1], and the attack's real radius would be `epsilon / std`.
+        """
         if not self.is_identity:
             mean, std = self._stats(x)
             x = x * std + mean
         if check:
-            lo, hi = torch.stack(torch.aminmax(x)).tolist()  # one device sync, not two
-            if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
-                raise ValueError(self._range_message(lo, hi))
+            per_channel = x.movedim(-3, 0).flatten(1) if x.dim() >= 4 and not self.is_identity else x.reshape(1, -1)
+            lo, hi = (v.tolist() for v in torch.aminmax(per_channel, dim=1))  # one device sync for all channels
+            if min(lo) < -RANGE_TOLERANCE or max(hi) > 1 + RANGE_TOLERANCE:
+                raise ValueError(self._range_message(min(lo), max(hi)))
+            if x.dim() >= 4 and x.shape[0] >= RAW_CHECK_MIN_IMAGES and self._looks_raw(lo, hi):
+                raise ValueError(self._raw_message(lo, hi, x.shape[0]))
         return x.clamp(0.0, 1.0)
+
+    def _looks_raw(self, lo: list[float], hi: list[float]) -> bool:
+        if self.is_identity:
+            return False
+        # Real images reach dark pixels (below the mean) in some channel of a batch; raw [0, 1] inputs never do.
+        return all(lo_c >= m - RAW_MARGIN and hi_c <= m + s + RAW_MARGIN
+                   for lo_c, hi_c, m, s in zip(lo, hi, self.mean, self.std))
+
+    def _raw_message(self, lo: list[float], hi: list[float], n: int) -> str:
+        ranges = ", ".join(f"[{a:.3f}, {b:.3f}]" for a, b in zip(lo, hi))
+        return (
+            f"The inputs look un-normalized: after undoing the normalization from {self.source} (mean={self.mean}, "
+            f"std={self.std}), all {n} images of this batch lie per channel in {ranges}, within [mean, mean + std]: "
+            f"exactly where raw [0, 1] pixels land. The attack would then move pixels by epsilon / std, not epsilon. "
+            f"Normalize the inputs the way the model expects (its image processor, or Normalize(mean, std) in your "
+            f"transforms); if the model really takes raw pixels in [0, 1], declare it with adv_image_mean=[0, 0, 0] "
+            f"and adv_image_std=[1, 1, 1] (evaluate_robustness: mean=[0, 0, 0], std=[1, 1, 1])."
+        )
 
     def to_model(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pixels in [0, 1] to the model's normalized inputs."""

@@ -12,16 +12,17 @@ import json
 import os
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from transformers import Trainer
 from transformers.utils import logging
 
-from .attacks import SINGLE_STEP_ATTACKS, fgsm, n_fgsm, pgd
+from .attacks import SINGLE_STEP_ATTACKS, fgsm, n_fgsm, pgd, robust_under_pgd
 from .checkpointing import ComputeSpentCallback, last_complete_checkpoint
 from .evaluation import autoattack_metrics, compute_accuracy
-from .evaluation_utils import logits_of
+from .evaluation_utils import evaluation_precision, logits_of, original_forward
 from .hub import copy_card_files, require_token, save_trainer_files
 from .model_card import ADV_CONFIG_NAME
 from .objectives import compute_objective, kl_per_example, needs_clean_logits
@@ -37,6 +38,19 @@ logger = logging.get_logger(__name__)
 _CLEAN_KEY = "_hf_advft_clean_inputs"
 # Training steps whose inputs are checked to lie in [0, 1] after de-normalization (every eval batch is checked).
 RANGE_CHECK_STEPS = 20
+
+
+def _batchnorm_state(model: torch.nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Copies of the running statistics of every BatchNorm layer (running mean/var, batches tracked)."""
+    return [(buf, buf.detach().clone()) for module in model.modules()
+            if isinstance(module, torch.nn.modules.batchnorm._NormBase) and module.track_running_stats
+            for buf in module.buffers(recurse=False) if buf is not None]
+
+
+def _load_batchnorm_state(model: torch.nn.Module, state) -> None:
+    with torch.no_grad():
+        for buf, saved in state:
+            buf.copy_(saved)
 
 
 class AdvTrainer(Trainer):
@@ -131,34 +145,61 @@ class AdvTrainer(Trainer):
         """Run `attack` (PGD, or a single-step `"fgsm_rs"` / `"n_fgsm"` that ignores `step_size`, `steps` and
         `restarts`) on `pixels` in [0, 1], maximising CE (or the KL for `objective="trades"`); mode and flags restored.
         """
+        with self._attacking(model, attack_mode) as logits_fn:
+            loss_fn, target, start = None, labels, self.args.adv_random_start
+            if objective == "trades":
+                with torch.no_grad():
+                    target = F.softmax(logits_fn(pixels).float(), dim=-1)
+                # The KL has a zero gradient at the clean input: start near it, as the TRADES reference does.
+                loss_fn, start = kl_per_example, "normal"
+            if attack in SINGLE_STEP_ATTACKS:
+                single_step = fgsm if attack == "fgsm_rs" else n_fgsm
+                return single_step(logits_fn, pixels, target, epsilon=epsilon, norm=self.args.adv_norm,
+                                   loss_fn=loss_fn)
+            return pgd(logits_fn, pixels, target, epsilon=epsilon, step_size=step_size, steps=steps,
+                       norm=self.args.adv_norm, random_start=start, restarts=restarts, loss_fn=loss_fn)
+
+    @contextmanager
+    def _attacking(self, model, attack_mode="eval", *, full_precision=False):
+        """Yield `logits_fn(pixels in [0, 1])` of `model` for an attack; its mode, flags and BatchNorm stats restored.
+
+        Training attacks run under the update's autocast; `full_precision=True` (evaluation) calls the model's own
+        forward without the mixed-precision autocast accelerate patches into it.
+        """
         attack_model = self._attack_model(model)
         # Sharded wrappers own their parameters' flags (FSDP1 raises inside autograd.grad when a flat parameter's
         # requires_grad changed): leave them. Only the input gradient is asked for, so `.grad` stays untouched.
         params = [] if self._params_sharded() else list(attack_model.parameters())
         flags = [p.requires_grad for p in params]
         was_training = attack_model.training
-        logits_fn = self.pixel_space.wrap(lambda x: self._logits(attack_model, x))
+        # In train mode every attack forward would also move BatchNorm's running statistics: only the update may.
+        running = _batchnorm_state(attack_model) if attack_mode == "train" else None
+        dtype = self._model_input_dtype()
+        logits_fn = self.pixel_space.wrap(
+            lambda x: self._logits(attack_model, x if dtype is None else x.to(dtype)))
         try:
             attack_model.train(attack_mode == "train")
             for p in params:  # no weight gradients are needed, so no activations are kept for them
                 p.requires_grad_(False)
-            with self.accelerator.autocast():
-                loss_fn, target = None, labels
-                if objective == "trades":
-                    with torch.no_grad():
-                        target = F.softmax(logits_fn(pixels).float(), dim=-1)
-                    loss_fn = kl_per_example
-                if attack in SINGLE_STEP_ATTACKS:
-                    single_step = fgsm if attack == "fgsm_rs" else n_fgsm
-                    return single_step(logits_fn, pixels, target, epsilon=epsilon, norm=self.args.adv_norm,
-                                       loss_fn=loss_fn)
-                return pgd(logits_fn, pixels, target, epsilon=epsilon, step_size=step_size, steps=steps,
-                           norm=self.args.adv_norm, random_start=self.args.adv_random_start, restarts=restarts,
-                           loss_fn=loss_fn)
+            # accelerate patches the autocast into the unwrapped module's forward, also under a sharding wrapper.
+            with (original_forward(self.accelerator.unwrap_model(model)) if full_precision
+                  else self.accelerator.autocast()):
+                yield logits_fn
         finally:
+            if running is not None:
+                _load_batchnorm_state(attack_model, running)
             for p, flag in zip(params, flags):
                 p.requires_grad_(flag)
             attack_model.train(was_training)
+
+    def _model_input_dtype(self) -> torch.dtype | None:
+        # DeepSpeed runs bf16/fp16 weights without autocast; the Trainer casts the update's inputs to that dtype
+        # (`_prepare_input`), so the attack's model inputs are cast alike.
+        if not self.is_deepspeed_enabled:
+            return None
+        ds_config = getattr(getattr(self.accelerator.state, "deepspeed_plugin", None), "hf_ds_config", None)
+        dtype = ds_config.dtype() if ds_config is not None else None
+        return dtype if dtype in (torch.bfloat16, torch.float16) else None
 
     def _set_signature_columns_if_needed(self):
         # The Trainer keeps only columns named in `model.forward`'s signature; a timm model's is `forward(x)`, so the
@@ -284,6 +325,8 @@ class AdvTrainer(Trainer):
             if robust is not None:
                 output.metrics[f"{metric_key_prefix}_robust_accuracy"] = robust
                 output.metrics[f"{metric_key_prefix}_robust_examples"] = n_robust  # the model card reports them
+                output.metrics[f"{metric_key_prefix}_robust_precision"] = evaluation_precision(
+                    self._attack_model(self.model_wrapped if self.model_wrapped is not None else self.model))
                 output.metrics[f"{metric_key_prefix}_robust_runtime"] = round(time.time() - start, 4)
         return output
 
@@ -291,7 +334,7 @@ class AdvTrainer(Trainer):
         args = self.args
         model = self.model_wrapped if self.model_wrapped is not None else self.model
         budget = args.adv_eval_max_examples
-        correct, truncated = [], False
+        correct, truncated, generator = [], False, None
         for inputs in dataloader:
             inputs = self._prepare_inputs(inputs)
             if args.adv_label_key not in inputs:  # predict() on unlabeled data: nothing to measure
@@ -305,18 +348,15 @@ class AdvTrainer(Trainer):
                 if labels.shape[0] > budget:
                     pixels, labels, truncated = pixels[:budget], labels[:budget], True
                 budget -= labels.shape[0]
-            x_adv = self.craft_adversarial(model, pixels, labels, epsilon=args.eval_epsilon,
-                                           step_size=args.eval_step_size, steps=args.adv_eval_steps,
-                                           restarts=args.adv_eval_restarts, attack_mode="eval")
-            attack_model = self._attack_model(model)
-            was_training = attack_model.training
-            try:
-                attack_model.eval()
-                with torch.no_grad(), self.accelerator.autocast():
-                    pred = self._logits(attack_model, self.pixel_space.to_model(x_adv)).argmax(-1)
-            finally:
-                attack_model.train(was_training)
-            hit = (pred == labels).float()
+            if generator is None:  # the same random starts on every evaluation, as evaluate_robustness seeds them
+                generator = torch.Generator(device=pixels.device).manual_seed(args.seed)
+            # The counting rule of `evaluate_robustness` (hf_advft.attacks.robust_under_pgd), in full precision.
+            with self._attacking(model, "eval", full_precision=True) as logits_fn:
+                robust, _ = robust_under_pgd(
+                    logits_fn, pixels, labels, epsilon=args.eval_epsilon, step_size=args.eval_step_size,
+                    steps=args.adv_eval_steps, norm=args.adv_norm, restarts=args.adv_eval_restarts,
+                    generator=generator, fixed_shapes=self._params_sharded())
+            hit = robust.float()
             # gather_for_metrics drops the samples a distributed sampler duplicated to even out the last batch.
             correct.append(self.accelerator.gather(hit) if truncated else self.accelerator.gather_for_metrics(hit))
         if truncated and hasattr(dataloader, "end"):

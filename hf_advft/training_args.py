@@ -15,6 +15,8 @@ from .schedules import SLOW_START_FAST_DECAY
 
 
 ATTACK_MODES = ("eval", "train")
+# Fast-AT (FGSM with random start, Wong et al. 2020) takes one step of about 1.25 * epsilon.
+FAST_AT_STEP_RATIO = 1.25
 EPSILON_SCHEDULES = ("constant", "linear")
 
 
@@ -59,7 +61,11 @@ class AdvTrainingArguments(TrainingArguments):
         default=10, metadata={"help": "PGD iterations per training batch (1 with random start = Fast-AT FGSM)."}
     )
     adv_norm: str = field(default="linf", metadata={"help": "Threat model: 'linf' or 'l2'."})
-    adv_random_start: bool = field(default=True, metadata={"help": "Start PGD from a random point in the ball."})
+    adv_random_start: bool = field(
+        default=True,
+        metadata={"help": "Start PGD from a random point in the ball (TRADES always starts at x + 0.001 * N(0, I), as "
+                          "its reference does: its KL has a zero gradient at x)."},
+    )
     adv_restarts: int = field(default=1, metadata={"help": "PGD restarts during training (worst case kept)."})
     adv_objective: str = field(
         default="pgd_at",
@@ -151,10 +157,18 @@ class AdvTrainingArguments(TrainingArguments):
                 f"adv_attack={self.adv_attack!r} is a single-step attack without restarts: set adv_restarts=1, or use "
                 f"adv_attack='pgd' for restarts."
             )
-        if self.adv_attack == "pgd" and self.adv_step_size > self.adv_epsilon:
+        if self.adv_attack == "pgd" and self.adv_step_size > self.adv_epsilon and self.adv_steps > 1:
             warnings.warn(
                 f"adv_step_size={self.adv_step_size:.4g} is larger than adv_epsilon={self.adv_epsilon:.4g}: every "
                 f"step overshoots the ball and PGD degenerates to FGSM; a common choice is 2.5 * eps / steps.",
+                UserWarning,
+                stacklevel=3,
+            )
+        if self.adv_attack == "pgd" and self.adv_steps == 1 and self.adv_step_size < FAST_AT_STEP_RATIO * self.adv_epsilon:
+            warnings.warn(
+                f"adv_steps=1 with adv_step_size={self.adv_step_size:.4g} (< {FAST_AT_STEP_RATIO} * adv_epsilon) is a "
+                f"weak single step, not Fast-AT: FGSM with random start needs adv_step_size = "
+                f"{FAST_AT_STEP_RATIO} * adv_epsilon = {FAST_AT_STEP_RATIO * self.adv_epsilon:.4g} (Wong et al. 2020).",
                 UserWarning,
                 stacklevel=3,
             )
