@@ -100,7 +100,7 @@ def summarize_evaluation(result: Any, *, dataset: str | None = None) -> dict[str
                         f"hf_advft.evaluation.evaluate_robustness, or a dict with norm, epsilon, n_examples and rows.")
     if "rows" in data:
         record = {key: data[key] for key in ("norm", "epsilon", "n_examples", "source", "rows") if key in data}
-        record.update({k: data.get(k) for k in ("dataset", "curve", "expected_robustness", "warnings")})
+        record.update({k: data.get(k) for k in ("dataset", "curve", "expected_robustness", "warnings", "precision")})
         record["rows"] = [dict(row) for row in data["rows"]]
     elif {"clean_accuracy", "attack_accuracy", "n_examples"} <= set(data):
         record = _from_robustness_result(data)
@@ -139,7 +139,8 @@ def _from_robustness_result(data: Mapping) -> dict[str, Any]:
     return {"norm": data["norm"], "epsilon": data["epsilon"], "n_examples": n,
             "source": f"hf_advft.evaluation.evaluate_robustness (seed {data.get('seed', 0)}, on {data.get('device')})",
             "rows": rows, "curve": list(zip(data.get("curve_epsilons") or [], data.get("curve_accuracy") or [])),
-            "expected_robustness": data.get("expected_robustness"), "warnings": warnings}
+            "expected_robustness": data.get("expected_robustness"), "warnings": warnings,
+            "precision": data.get("precision")}
 
 
 def _check_evaluation(record: dict) -> None:
@@ -200,9 +201,10 @@ def evaluation_from_logs(log_history: list[dict], args, step: int) -> dict[str, 
             warnings.append(f"{aa['eval_autoattack_masking_checks_failed']} gradient-masking check(s) failed during "
                             f"the AutoAttack evaluation: the robust accuracy may be over-estimated.")
     n = next((row["n_examples"] for row in rows if row["n_examples"] is not None), None)
+    precision = logs.get("eval_robust_precision") or (attacked[-1].get("eval_autoattack_precision") if attacked else None)
     return summarize_evaluation({"norm": args.adv_norm, "epsilon": args.eval_epsilon, "n_examples": n,
                                  "source": f"AdvTrainer evaluation at step {step}", "rows": rows,
-                                 "warnings": warnings})
+                                 "warnings": warnings, "precision": precision})
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -466,7 +468,8 @@ def _evaluation_view(evaluation: dict, card: dict) -> dict:
             "n_examples": evaluation.get("n_examples") or "an unrecorded number of",
             "dataset": evaluation.get("dataset") or card.get("dataset_name") or "the evaluation set",
             "source": evaluation.get("source") or "not recorded", "rows": rows, "curve": curve,
-            "expected_robustness": None if er is None else f"{er:.4f}", "warnings": evaluation.get("warnings") or []}
+            "expected_robustness": None if er is None else f"{er:.4f}", "warnings": evaluation.get("warnings") or [],
+            "precision": evaluation.get("precision")}
 
 
 def _compute_view(compute: dict) -> dict:

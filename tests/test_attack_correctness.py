@@ -279,3 +279,12 @@ def test_one_step_with_the_default_step_size_warns_that_it_is_not_fast_at(tmp_pa
         warnings.simplefilter("error")
         _args(tmp_path, adv_steps=1, adv_step_size=1.25 * 8 / 255)  # Fast-AT: no warning at all
         _args(tmp_path, adv_steps=10)
+
+
+def test_the_card_states_the_evaluation_precision(tmp_path, trained_cnn, digits16):
+    x, y = _held_out(digits16, 32)
+    args = _args(tmp_path, adv_eval_steps=2, adv_eval_epsilon=0.05)
+    trainer = AdvTrainer(model=copy.deepcopy(trained_cnn), args=args, eval_dataset=DictDataset(x, y))
+    trainer.evaluate()
+    trainer.save_model()
+    assert "Computed in fp32." in (tmp_path / "out" / "README.md").read_text()
