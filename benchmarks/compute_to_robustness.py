@@ -210,7 +210,7 @@ def pgd20_accuracy(model, x, y, opts, steps: int = 20) -> tuple[float, float]:
     """Clean and PGD-`steps` accuracy (step 2.5 * eps / steps, random start) in eval mode; the mode is restored.
 
     Counted by `hf_advft.attacks.robust_under_pgd`, the rule of `evaluate_robustness` and `AdvTrainer`'s
-    `eval_robust_accuracy`: only correct examples are attacked, an example is broken by the first iterate that fools it.
+    `eval_robust_accuracy`: only correct examples are attacked, and the first iterate that fools one breaks it.
     """
     device = next(model.parameters()).device
     was_training = model.training

@@ -262,6 +262,9 @@ def measure(model_name: str, opts) -> dict:
         per_device_train_batch_size=opts.batch_size, learning_rate=opts.lr, optim="sgd", lr_scheduler_type="constant",
         max_grad_norm=0.0,  # the peers do not clip (transformers 5 still computes the norm every step, for its logs)
         adv_epsilon=opts.epsilon, adv_step_size=opts.step_size, adv_steps=opts.steps, adv_eval_steps=0,
+        # The images are raw pixels in [0, 1], fed to the model as they are (as the peers feed them): say so, or the
+        # timm model's ImageNet mean/std would be undone on them (AdvTrainer stops on such un-normalized inputs).
+        adv_image_mean=[0.0, 0.0, 0.0], adv_image_std=[1.0, 1.0, 1.0],
         logging_strategy="no", save_strategy="no", report_to="none", disable_tqdm=True, seed=opts.seed,
         use_cpu=opts.device == "cpu", dataloader_num_workers=0,
     )

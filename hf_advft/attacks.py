@@ -285,9 +285,9 @@ def robust_under_pgd(
             if rows.numel() == 0:
                 break
             xs, attacked = x[rows], robust[rows]
-            candidate, fooled = _early_stop_run(logits_fn, xs, labels[rows], _start(xs, epsilon, norm, True, generator),
-                                                epsilon, step_size, steps, norm, cross_entropy_per_example,
-                                                fixed_shapes)
+            start = _start(xs, epsilon, norm, True, generator)
+            candidate, fooled = _early_stop_run(logits_fn, xs, labels[rows], start, epsilon, step_size, steps, norm,
+                                                cross_entropy_per_example, fixed_shapes)
             x_adv[rows[attacked]] = candidate[attacked]
             robust[rows[attacked & fooled]] = False
     return robust, x_adv

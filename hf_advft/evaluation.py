@@ -280,7 +280,7 @@ class RobustnessResult:
                            for c in self.checks)
         return "\n".join([
             f"{self.n_examples} examples, {self.norm} eps={eps:.4g}{unit}, seed {self.seed}, "
-            f"{self.wall_time_s:.1f} s on {self.device} in {self.precision}",
+            f"{self.wall_time_s:.1f} s on {self.device} in {self.precision or 'an unrecorded precision'}",
             "| attack | accuracy |", "|---|---|", *rows, f"gradient-masking checks: {checks or 'off'}",
         ])
 
@@ -352,7 +352,8 @@ def evaluate_robustness(
 
     Raises:
         ValueError: For an epsilon above 1 under linf (write `8/255`), an unknown attack (the known ones are listed)
-            or inputs outside [0, 1] after undoing the normalization.
+            or inputs outside [0, 1] after undoing the normalization, or that look un-normalized (raw [0, 1] pixels
+            given with a normalizing mean/std: every de-normalized pixel in [mean, mean + std]).
         ImportError: With the install hint, when AutoAttack or Square is asked for without the `autoattack` extra.
 
     Example:

@@ -201,7 +201,8 @@ def evaluation_from_logs(log_history: list[dict], args, step: int) -> dict[str, 
             warnings.append(f"{aa['eval_autoattack_masking_checks_failed']} gradient-masking check(s) failed during "
                             f"the AutoAttack evaluation: the robust accuracy may be over-estimated.")
     n = next((row["n_examples"] for row in rows if row["n_examples"] is not None), None)
-    precision = logs.get("eval_robust_precision") or (attacked[-1].get("eval_autoattack_precision") if attacked else None)
+    precision = logs.get("eval_robust_precision") or (attacked[-1].get("eval_autoattack_precision")
+                                                      if attacked else None)
     return summarize_evaluation({"norm": args.adv_norm, "epsilon": args.eval_epsilon, "n_examples": n,
                                  "source": f"AdvTrainer evaluation at step {step}", "rows": rows,
                                  "warnings": warnings, "precision": precision})

@@ -168,7 +168,8 @@ class AdvTrainingArguments(TrainingArguments):
             warnings.warn(
                 f"adv_steps=1 with adv_step_size={self.adv_step_size:.4g} (< {FAST_AT_STEP_RATIO} * adv_epsilon) is a "
                 f"weak single step, not Fast-AT: FGSM with random start needs adv_step_size = "
-                f"{FAST_AT_STEP_RATIO} * adv_epsilon = {FAST_AT_STEP_RATIO * self.adv_epsilon:.4g} (Wong et al. 2020).",
+                f"{FAST_AT_STEP_RATIO} * adv_epsilon = {FAST_AT_STEP_RATIO * self.adv_epsilon:.4g} "
+                f"(Wong et al. 2020).",
                 UserWarning,
                 stacklevel=3,
             )
