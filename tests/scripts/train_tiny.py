@@ -137,15 +137,20 @@ class TinyTrainer(AdvTrainer):
         self.comm["update_collectives"] += sum(counts.values())
         return loss
 
-    def craft_adversarial(self, model, pixels, labels, **kwargs):
+    @contextlib.contextmanager
+    def _attacking(self, model, *args, **kwargs):
+        # Every attack, training's (craft_adversarial) and the evaluation's (robust_under_pgd), runs inside this.
         self.comm["attack_model_types"].append(type(self._attack_model(model)).__name__)
-        self.comm["attack_batch_sizes"].append(int(labels.shape[0]))
         before, counts = self.comm["grad_allreduce"], {}
-        with counting_collectives(counts):
-            x_adv = super().craft_adversarial(model, pixels, labels, **kwargs)
+        with counting_collectives(counts), super()._attacking(model, *args, **kwargs) as logits_fn:
+            yield logits_fn
         self.comm["attack_grad_allreduce"] += self.comm["grad_allreduce"] - before
         self.comm["attack_collectives"] += sum(counts.values())
         self.comm["update_collectives"] -= sum(counts.values())  # the attack runs inside training_step's count
+
+    def craft_adversarial(self, model, pixels, labels, **kwargs):
+        self.comm["attack_batch_sizes"].append(int(labels.shape[0]))
+        x_adv = super().craft_adversarial(model, pixels, labels, **kwargs)
         delta = (x_adv.float() - pixels.float()).abs().max().item()  # in fp32 pixel units, whatever the precision
         self.comm["attack_max_delta"] = max(self.comm["attack_max_delta"], delta)
         return x_adv
