@@ -164,12 +164,13 @@ class AdvTrainingArguments(TrainingArguments):
                 UserWarning,
                 stacklevel=3,
             )
-        if self.adv_attack == "pgd" and self.adv_steps == 1 and self.adv_step_size < FAST_AT_STEP_RATIO * self.adv_epsilon:
+        fast_at_step = FAST_AT_STEP_RATIO * self.adv_epsilon
+        if self.adv_attack == "pgd" and self.adv_steps == 1 and self.adv_step_size < fast_at_step:
             warnings.warn(
                 f"adv_steps=1 with adv_step_size={self.adv_step_size:.4g} (< {FAST_AT_STEP_RATIO} * adv_epsilon) is a "
                 f"weak single step, not Fast-AT: FGSM with random start needs adv_step_size = "
                 f"{FAST_AT_STEP_RATIO} * adv_epsilon = {FAST_AT_STEP_RATIO * self.adv_epsilon:.4g} "
-                f"(Wong et al. 2020).",
+                f"(Wong et al. 2020), or adv_attack='fgsm_rs'.",
                 UserWarning,
                 stacklevel=3,
             )
