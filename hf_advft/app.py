@@ -239,12 +239,12 @@ def top_predictions(model: AppModel, pixels: torch.Tensor, k: int = TOP_K) -> di
 
 
 def attack_image(model: AppModel, image: Image.Image, *, epsilon: float, steps: int, norm: str = "linf",
-                 label: int | None = None, on_step=None, seed: int = 0) -> AttackPanel:
+                 label: str | None = None, on_step=None, seed: int = 0) -> AttackPanel:
     """PGD (`hf_advft.pgd`, random start, step `2.5 * epsilon / steps`) on `model` alone, on one image.
 
     Args:
-        label (`int`, *optional*): The class to move away from (a dataset example's label); default the model's own
-            clean prediction (an upload has no label).
+        label (`str`, *optional*): The class to move away from, by name (a dataset example's label); used when the
+            model has a class of that name, else (and for an upload, which has no label) the model's clean prediction.
         on_step (`Callable[[int, int], None]`, *optional*): Called after each of the `steps` gradient steps.
     """
     from .attacks import pgd
@@ -252,8 +252,8 @@ def attack_image(model: AppModel, image: Image.Image, *, epsilon: float, steps: 
     config = RobustEvalConfig(epsilon=epsilon, norm=norm, pgd_steps=steps, attacks="pgd")  # validates, and gives
     x = to_pixels(image, model)                                                      # the evaluation's step rule
     clean_top = top_predictions(model, x)
-    if label is not None and 0 <= label < model.num_labels:
-        target, source = label, "the example's true label"
+    if label is not None and label in model.labels:
+        target, source = model.labels.index(label), "the example's true label"
     else:
         with torch.no_grad():
             target = int(model.net(x).argmax(-1))
@@ -281,7 +281,7 @@ def attack_image(model: AppModel, image: Image.Image, *, epsilon: float, steps: 
 
 
 def run_attacks(models: list[AppModel], image: Any, epsilon: Any, steps: Any, norm: str, *,
-                label: int | None = None, on_step=None) -> list[AttackPanel]:
+                label: str | None = None, on_step=None) -> list[AttackPanel]:
     """Check the page's inputs (`AppInputError` otherwise) and attack each model; `on_step(model_i, done, total)`."""
     if norm not in ("linf", "l2"):
         raise AppInputError(f"Norm {norm!r} is unknown: choose linf or l2.")

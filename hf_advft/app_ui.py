@@ -117,6 +117,7 @@ def build_app(model: str, *, base: str | None = None, dataset: str | None = None
             return ["**No model to attack:** " + " ".join(problems), *empty]
         chosen = chosen or {}
         image, label = (examples[chosen["example"]] if "example" in chosen else (chosen.get("upload"), None))
+        label = label_names[label] if label is not None and label_names else None  # matched to each model by name
 
         def on_step(i, done, total):
             progress((done, total), desc=f"PGD step {done}/{total} on the {roles[i].lower()}")

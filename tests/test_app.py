@@ -133,7 +133,7 @@ def test_a_folder_without_weights_names_the_files_it_needs(tmp_path):
 @pytest.mark.parametrize("norm,epsilon", [("linf", EPS), ("l2", 0.5)])
 def test_attack_panel_stays_in_the_ball_and_reports_each_step(robust_model, norm, epsilon):
     steps, calls = 4, []
-    panel = attack_image(robust_model, _digit_image(0), epsilon=epsilon, steps=steps, norm=norm, label=0,
+    panel = attack_image(robust_model, _digit_image(0), epsilon=epsilon, steps=steps, norm=norm, label="0",
                          on_step=lambda done, total: calls.append((done, total)))
     assert calls == [(i, steps) for i in range(1, steps + 1)]
     assert (panel.linf if norm == "linf" else panel.l2) <= epsilon + 1e-5 and panel.linf > 0
@@ -151,7 +151,7 @@ def test_attack_panel_stays_in_the_ball_and_reports_each_step(robust_model, norm
 
 
 def test_the_attack_lowers_the_attacked_class(robust_model):
-    panel = attack_image(robust_model, _digit_image(0), epsilon=32 / 255, steps=10, label=None)
+    panel = attack_image(robust_model, _digit_image(0), epsilon=32 / 255, steps=10, label="cat")  # not a class of the model
     assert panel.label_source.startswith("the model's clean prediction")
     before = panel.clean_top[panel.attacked_label]
     assert panel.adversarial_top.get(panel.attacked_label, 0.0) < before
