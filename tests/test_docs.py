@@ -40,7 +40,7 @@ def test_docs_build_strictly_offline_with_every_public_name_and_the_benchmarks_p
     for module in ("attacks", "schedules", "evaluation", "hub", "data"):
         assert f'id="hf_advft.{module}"' in (site / "api" / module / "index.html").read_text()
 
-    for guide in ("training", "schedules", "evaluation", "hub", "cli", "recipes", "scale", "errors"):
+    for guide in ("training", "schedules", "evaluation", "hub", "cli", "recipes", "app", "scale", "errors"):
         assert (site / guide / "index.html").is_file(), guide
     # The benchmarks page is benchmarks/README.md itself, with the files it links to published beside it.
     bench = (site / "benchmarks" / "index.html").read_text()
