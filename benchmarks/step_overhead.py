@@ -235,6 +235,49 @@ class InterleavedTimer(TrainerCallback):
             self._start_block(state.global_step)
 
 
+def build_peers(base: nn.Module, names, x, y, opts, device, classes=None) -> tuple[list, dict]:
+    """One peer per name, each on its own copy of `base`; peers whose package is missing go to `skipped`."""
+    classes = PEER_CLASSES if classes is None else classes
+    peers, skipped = [], {}
+    for name in names:
+        package = PEER_PACKAGES.get(name)
+        if package is not None and importlib.util.find_spec(package[0]) is None:
+            skipped[name] = f"not installed (pip install {package[1]})"
+            continue
+        model = copy.deepcopy(base)
+        if isinstance(model, PreTrainedModel):  # the peers need a module that returns logits
+            model = LogitsOnly(model)
+        peers.append(classes[name](model.to(device), x, y, opts))
+    return peers, skipped
+
+
+def trainer_args(opts, output_dir: str, **overrides) -> AdvTrainingArguments:
+    """AdvTrainer's settings for a timed run: the peers' SGD, batch and attack; no logging, saving or eval."""
+    settings = dict(
+        output_dir=output_dir, max_steps=opts.warmup + opts.reps * opts.block,
+        per_device_train_batch_size=opts.batch_size, learning_rate=opts.lr, optim="sgd", lr_scheduler_type="constant",
+        max_grad_norm=0.0,  # the peers do not clip (transformers 5 still computes the norm every step, for its logs)
+        adv_epsilon=opts.epsilon, adv_step_size=opts.step_size, adv_steps=opts.steps, adv_eval_steps=0,
+        # The images are raw pixels in [0, 1], fed to the model as they are (as the peers feed them): say so, or the
+        # timm model's ImageNet mean/std would be undone on them (AdvTrainer stops on such un-normalized inputs).
+        adv_image_mean=[0.0, 0.0, 0.0], adv_image_std=[1.0, 1.0, 1.0],
+        logging_strategy="no", save_strategy="no", report_to="none", disable_tqdm=True, seed=opts.seed,
+        use_cpu=opts.device == "cpu", dataloader_num_workers=0,
+    )
+    return AdvTrainingArguments(**{**settings, **overrides})
+
+
+def timed_rows(trainer, timer, batch_size: int) -> dict:
+    """Median step time, images/s and the raw block means of every implementation timed by `timer`."""
+    steps_run = {"AdvTrainer": trainer.state.global_step, **timer.steps_run}
+    rows = {}
+    for name, times in timer.times.items():
+        median = statistics.median(times)
+        rows[name] = {"median_step_s": median, "images_per_s": batch_size / median, "block_means_s": times,
+                      "steps_run": steps_run[name], "steps_timed": timer.steps_timed[name]}
+    return rows
+
+
 def measure(model_name: str, opts) -> dict:
     device = torch.device(opts.device)
     size = 16 if opts.quick else 32
@@ -245,39 +288,14 @@ def measure(model_name: str, opts) -> dict:
     x = torch.rand(n_examples, 3, size, size, generator=gen)
     y = torch.randint(0, 10, (n_examples,), generator=gen)
 
-    peers, skipped = [], {}
-    for name in opts.peers:
-        package = PEER_PACKAGES.get(name)
-        if package is not None and importlib.util.find_spec(package[0]) is None:
-            skipped[name] = f"not installed (pip install {package[1]})"
-            continue
-        model = copy.deepcopy(base)
-        if isinstance(model, PreTrainedModel):  # the peers need a module that returns logits
-            model = LogitsOnly(model)
-        peers.append(PEER_CLASSES[name](model.to(device), x, y, opts))
-
+    peers, skipped = build_peers(base, opts.peers, x, y, opts, device)
     timer = InterleavedTimer(peers, opts, device)
-    args = AdvTrainingArguments(
-        output_dir=os.path.join(opts.output_dir, model_name), max_steps=opts.warmup + opts.reps * opts.block,
-        per_device_train_batch_size=opts.batch_size, learning_rate=opts.lr, optim="sgd", lr_scheduler_type="constant",
-        max_grad_norm=0.0,  # the peers do not clip (transformers 5 still computes the norm every step, for its logs)
-        adv_epsilon=opts.epsilon, adv_step_size=opts.step_size, adv_steps=opts.steps, adv_eval_steps=0,
-        # The images are raw pixels in [0, 1], fed to the model as they are (as the peers feed them): say so, or the
-        # timm model's ImageNet mean/std would be undone on them (AdvTrainer stops on such un-normalized inputs).
-        adv_image_mean=[0.0, 0.0, 0.0], adv_image_std=[1.0, 1.0, 1.0],
-        logging_strategy="no", save_strategy="no", report_to="none", disable_tqdm=True, seed=opts.seed,
-        use_cpu=opts.device == "cpu", dataloader_num_workers=0,
-    )
+    args = trainer_args(opts, os.path.join(opts.output_dir, model_name))
     trainer = AdvTrainer(model=copy.deepcopy(base), args=args, train_dataset=DictDataset(x, y), callbacks=[timer])
     trainer.remove_callback(PrinterCallback)
     trainer.train()
 
-    steps_run = {"AdvTrainer": trainer.state.global_step, **timer.steps_run}
-    rows = {}
-    for name, times in timer.times.items():
-        median = statistics.median(times)
-        rows[name] = {"median_step_s": median, "images_per_s": opts.batch_size / median, "block_means_s": times,
-                      "steps_run": steps_run[name], "steps_timed": timer.steps_timed[name]}
+    rows = timed_rows(trainer, timer, opts.batch_size)
     ratios = {f"AdvTrainer / {name}": rows["AdvTrainer"]["median_step_s"] / rows[name]["median_step_s"]
               for name in rows if name != "AdvTrainer"}
     params = sum(p.numel() for p in base.parameters())

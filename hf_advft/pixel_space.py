@@ -8,7 +8,7 @@ the trainer as `processing_class` (`image_mean`, `image_std`, `do_normalize`), o
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -45,6 +45,7 @@ class PixelSpace:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     source: str = "none"
+    _stats_cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if (self.mean is None) != (self.std is None):
@@ -67,10 +68,14 @@ class PixelSpace:
                 f"Normalization from {self.source} has {len(self.mean)} channels but the input has shape "
                 f"{tuple(x.shape)} (expected (batch, {len(self.mean)}, height, width))."
             )
-        shape = (len(self.mean), 1, 1)
-        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(shape)
-        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(shape)
-        return mean, std
+        # Cached per device and dtype: the attack normalizes on every step, and a new tensor on a GPU is a
+        # host-to-device copy each time.
+        key = (x.device, x.dtype)
+        if key not in self._stats_cache:
+            shape = (len(self.mean), 1, 1)
+            self._stats_cache[key] = (torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(shape),
+                                      torch.tensor(self.std, device=x.device, dtype=x.dtype).view(shape))
+        return self._stats_cache[key]
 
     def to_pixels(self, x: torch.Tensor, *, check: bool = False) -> torch.Tensor:
         """Model inputs to pixels in [0, 1].

@@ -101,7 +101,8 @@ class AdvTrainer(Trainer):
         core = self.accelerator.unwrap_model(self.model)
         self.pixel_space = resolve_pixel_space(args.adv_image_mean, args.adv_image_std, self.processing_class, core)
         self._kwarg_call = args.adv_pixel_key in inspect.signature(core.forward).parameters
-        self._adv_metrics: dict[str, list[torch.Tensor]] = defaultdict(list)
+        self._adv_metrics: dict[str, list[torch.Tensor | float]] = defaultdict(list)
+        self._attack_cache: tuple | None = None  # (wrapped model, module attacked, its parameters)
         # Example-passes spent, per process: `attack` forward+backward passes and `update` forward+backward passes.
         self.compute_spent = {"attack": 0, "update": 0}
         # Totals (all processes) restored from a checkpoint on resume; `ComputeSpentCallback` carries them in it.
@@ -112,6 +113,10 @@ class AdvTrainer(Trainer):
         self.model_card_fields: dict = {}
         self._train_start_time: float | None = None
         logger.info(f"AdvTrainer: normalization from {self.pixel_space.source}.")
+        if args.adv_channels_last:
+            if not any(p.dim() == 4 for p in core.parameters()):
+                logger.warning("adv_channels_last=True has no effect: the model has no 4-D (convolution) weights.")
+            core.to(memory_format=torch.channels_last)
 
     # ----------------------------------------------------------------------------------------------------------------
     # Model calls
@@ -124,8 +129,20 @@ class AdvTrainer(Trainer):
         return bool(self.is_fsdp_enabled or (self.is_deepspeed_enabled and getattr(ds_plugin, "zero_stage", 0) == 3))
 
     def _attack_model(self, model):
-        # Sharded parameters (FSDP, DeepSpeed ZeRO-3) only exist inside the wrapper's forward: attack through it.
-        return model if self._params_sharded() else self.accelerator.unwrap_model(model)
+        return self._attack_target(model)[0]
+
+    def _attack_target(self, model) -> tuple[torch.nn.Module, list[torch.nn.Parameter]]:
+        """The module to attack through and the parameters whose flags the attack switches off, cached per wrapper.
+
+        Sharded parameters (FSDP, DeepSpeed ZeRO-3) only exist inside the wrapper's forward: attack through it, and
+        leave its flags alone. The cache saves an `unwrap_model` and a walk over the modules on every step.
+        """
+        cached = self._attack_cache
+        if cached is None or cached[0] is not model:
+            sharded = self._params_sharded()
+            attack_model = model if sharded else self.accelerator.unwrap_model(model)
+            cached = self._attack_cache = (model, attack_model, [] if sharded else list(attack_model.parameters()))
+        return cached[1], cached[2]
 
     def _batch(self, inputs: dict, check_range: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (pixels in [0, 1], labels) of a batch, with errors that name the missing key."""
@@ -166,10 +183,10 @@ class AdvTrainer(Trainer):
         Training attacks run under the update's autocast; `full_precision=True` (evaluation) calls the model's own
         forward without the mixed-precision autocast accelerate patches into it.
         """
-        attack_model = self._attack_model(model)
         # Sharded wrappers own their parameters' flags (FSDP1 raises inside autograd.grad when a flat parameter's
-        # requires_grad changed): leave them. Only the input gradient is asked for, so `.grad` stays untouched.
-        params = [] if self._params_sharded() else list(attack_model.parameters())
+        # requires_grad changed): `params` is empty for them. Only the input gradient is asked for, so `.grad` stays
+        # untouched.
+        attack_model, params = self._attack_target(model)
         flags = [p.requires_grad for p in params]
         was_training = attack_model.training
         # In train mode every attack forward would also move BatchNorm's running statistics: only the update may.
@@ -224,6 +241,8 @@ class AdvTrainer(Trainer):
         # The [0, 1] range check syncs the device with the host: the first steps catch a wrong normalization.
         pixels, labels = self._batch(inputs, check_range=self.state.global_step < RANGE_CHECK_STEPS)
         args = self.args
+        if args.adv_channels_last:  # every attack iterate inherits the layout of the clean images
+            pixels = pixels.contiguous(memory_format=torch.channels_last)
         epsilon = self.current_epsilon()
         batch = labels.shape[0]
         x_adv = pixels  # epsilon 0 (adv_epsilon_delay_ratio): clean training, no attack run and none counted
@@ -240,8 +259,8 @@ class AdvTrainer(Trainer):
         adv_inputs = dict(inputs)
         adv_inputs[args.adv_pixel_key] = self.pixel_space.to_model(x_adv).to(inputs[args.adv_pixel_key].dtype)
         adv_inputs[_CLEAN_KEY] = inputs[args.adv_pixel_key]
-        # A CPU scalar: creating it on the GPU would be a blocking host-to-device copy, a stream sync every step.
-        self._adv_metrics["adv_epsilon"].append(torch.tensor(epsilon))
+        # A Python float, made a tensor only when logged: a GPU tensor would be a host-to-device copy every step.
+        self._adv_metrics["adv_epsilon"].append(epsilon)
         return super().training_step(model, adv_inputs, num_items_in_batch)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -286,7 +305,8 @@ class AdvTrainer(Trainer):
         # Training logs carry "loss"; they are emitted on every process at once, so the reduction below is safe.
         if "loss" in logs and self._adv_metrics:
             for key, values in self._adv_metrics.items():
-                value = torch.stack([v.to(self.args.device) for v in values]).float().mean()
+                stacked = torch.tensor(values) if isinstance(values[0], float) else torch.stack(values)
+                value = stacked.to(self.args.device).float().mean()
                 value = self.accelerator.reduce(value, reduction="mean")
                 logs[key] = round(value.item(), 6)
             spent = self._total_spent()

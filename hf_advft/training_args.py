@@ -125,6 +125,11 @@ class AdvTrainingArguments(TrainingArguments):
     adv_image_std: list[float] | None = field(
         default=None, metadata={"help": "Normalization std of the model inputs (with adv_image_mean)."}
     )
+    adv_channels_last: bool = field(
+        default=False,
+        metadata={"help": "Keep the model's 4-D weights and the attack's images in channels_last memory format "
+                          "(faster convolutions on recent GPUs; measured slower on CPU, see benchmarks/README.md)."},
+    )
     adv_pixel_key: str = field(default="pixel_values", metadata={"help": "Batch key holding the images."})
     adv_label_key: str = field(default="labels", metadata={"help": "Batch key holding the class labels."})
 
@@ -218,6 +223,8 @@ class AdvTrainingArguments(TrainingArguments):
                 raise ValueError(f"adv_eval_epsilon must be > 0, got {self.eval_epsilon}.")
         if self.adv_eval_max_examples is not None and self.adv_eval_max_examples < 1:
             raise ValueError(f"adv_eval_max_examples must be >= 1 or None, got {self.adv_eval_max_examples}.")
+        if not isinstance(self.adv_channels_last, bool):
+            raise TypeError(f"adv_channels_last must be True or False, got {self.adv_channels_last!r}.")
         if (self.adv_image_mean is None) != (self.adv_image_std is None):
             raise ValueError("Pass both adv_image_mean and adv_image_std, or neither.")
         if not isinstance(self.adv_autoattack_examples, int) or self.adv_autoattack_examples < 0:

@@ -77,9 +77,50 @@ def test_step_overhead_peers_train(step_overhead, tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
+@pytest.fixture(scope="module")
+def throughput():
+    return _load("throughput")
+
+
+def test_throughput_quick(throughput, tmp_path):
+    out = tmp_path / "throughput.json"
+    opts = throughput.make_parser().parse_args(["--quick", "--dtypes", "bf16", "--variants", "channels_last",
+                                                "--json", str(out), "--output_dir", str(tmp_path)])
+    throughput.main(opts)
+    report = json.loads(out.read_text())
+    assert report["meta"]["hardware"] and len(report["meta"]["load_average_at_start_and_end"]) == 2
+    results = report["results"]
+    assert [(r["model"], r["dtype"], r["variant"]) for r in results] == [
+        ("vit_b16", "bf16", "channels_last"), ("resnet50", "bf16", "channels_last")]
+    k = opts.steps
+    for res in results:
+        rows = res["rows"]
+        installed = importlib.util.find_spec("torchattacks") is not None
+        assert ("torchattacks" in rows) == installed and ("torchattacks" in res["skipped"]) == (not installed)
+        assert {"AdvTrainer", "clean", "hand loop"} <= set(rows)
+        for name, row in rows.items():
+            assert row["steps_run"] == opts.warmup + opts.reps * opts.block, name  # the same work for everyone
+            assert row["steps_timed"] == opts.reps * opts.block and len(row["block_means_s"]) == opts.reps
+            assert row["images_per_s"] == pytest.approx(opts.batch_size / statistics.median(row["block_means_s"]))
+        ours = rows["AdvTrainer"]["images_per_s"]
+        assert res["ratios"]["AdvTrainer / limit"] == pytest.approx(ours * (k + 1) / rows["clean"]["images_per_s"])
+        assert res["ratios"]["AdvTrainer / hand loop"] == pytest.approx(ours / rows["hand loop"]["images_per_s"])
+    table = throughput.to_markdown(results)
+    assert table.count("| bf16 | channels_last |") == 2
+
+
+def test_throughput_clean_peer_trains(throughput):
+    opts = throughput.make_parser().parse_args(["--quick"])
+    opts.batch_size, opts.steps = 4, 2
+    model = throughput.build_model("resnet50", 16, quick=True)
+    before = [p.detach().clone() for p in model.parameters()]
+    throughput.CleanLoop(model, torch.rand(8, 3, 16, 16), torch.randint(0, 10, (8,)), opts).run(2)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown on a machine without a GPU")
 def test_cuda_without_gpu_is_a_clear_error(step_overhead, compute_to_robustness):
-    for module in (step_overhead, compute_to_robustness):
+    for module in (step_overhead, compute_to_robustness, _load("throughput")):
         with pytest.raises(ValueError, match="use --device cpu"):
             module.main(module.make_parser().parse_args(["--quick", "--device", "cuda"]))
 

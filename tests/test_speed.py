@@ -1,0 +1,123 @@
+"""Speed options of AdvTrainer (issue 14): torch.compile without per-step recompiles, channels_last, and the per-step
+host work it caches. Speed itself is measured by benchmarks/throughput.py and benchmarks/step_overhead.py, never
+here."""
+
+import pytest
+import torch
+from conftest import DictDataset, SmallCNN
+from transformers import TrainerCallback
+
+from hf_advft import AdvTrainer, AdvTrainingArguments
+from hf_advft.pixel_space import PixelSpace
+
+
+def _args(tmp_path, **kw):
+    base = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, max_steps=4, learning_rate=1e-2,
+                optim="sgd", adv_steps=2, adv_eval_steps=0, logging_steps=2, save_strategy="no", report_to="none",
+                use_cpu=True, seed=0, disable_tqdm=True)
+    base.update(kw)
+    return AdvTrainingArguments(**base)
+
+
+def _data(n=64, size=8):
+    gen = torch.Generator().manual_seed(0)
+    return DictDataset(torch.rand(n, 3, size, size, generator=gen), torch.randint(0, 10, (n,), generator=gen))
+
+
+class GraphCount(TrainerCallback):
+    """Dynamo's count of compiled graphs after every optimizer step."""
+
+    def __init__(self):
+        self.after_step = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        from torch._dynamo.utils import counters
+
+        self.after_step.append(counters["stats"]["unique_graphs"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attack_mode", ["eval", "train"])
+def test_torch_compile_compiles_once_not_per_step(tmp_path, attack_mode):
+    """The attack runs through the compiled model with the weights' requires_grad switched off and (in eval mode)
+    BatchNorm frozen: that costs one graph per (mode, flags) pair in the first step, never a recompile per step."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    counter = GraphCount()
+    # The "eager" backend keeps the test fast: recompiles are decided by Dynamo's guards, whatever the backend.
+    args = _args(tmp_path, max_steps=6, torch_compile=True, torch_compile_backend="eager", adv_attack_mode=attack_mode,
+                 adv_epsilon_schedule="linear", adv_epsilon_warmup_ratio=1.0)  # a new epsilon on every step
+    model = SmallCNN()
+    trainer = AdvTrainer(model=model, args=args, train_dataset=_data(), callbacks=[counter])
+    trainer.train()
+    assert isinstance(trainer.model_wrapped, torch._dynamo.eval_frame.OptimizedModule)
+    graphs = counter.after_step
+    assert len(graphs) == 6 and graphs[0] >= 1  # the attack and the update did go through Dynamo
+    assert graphs[1:] == [graphs[1]] * 5, graphs  # nothing compiled after the second step
+    assert counters["stats"]["unique_graphs"] <= 3
+    assert model.training and all(p.requires_grad for p in model.parameters())
+
+
+def test_channels_last_option(tmp_path):
+    model = SmallCNN()
+    seen = []
+    model.register_forward_pre_hook(lambda m, a: seen.append(a[0].is_contiguous(memory_format=torch.channels_last)))
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer = AdvTrainer(model=model, args=_args(tmp_path, adv_channels_last=True, max_steps=2), train_dataset=_data())
+    convs = [p for p in model.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    trainer.train()
+    assert len(seen) == 2 * (2 + 1) and all(seen)  # every attack pass and the update see channels_last images
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    with pytest.raises(TypeError, match="adv_channels_last must be True or False"):
+        _args(tmp_path, adv_channels_last="yes")
+
+
+def test_channels_last_warns_without_convolutions(tmp_path, caplog):
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10))
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_propagation()
+    try:
+        with caplog.at_level("WARNING"):
+            AdvTrainer(model=model, args=_args(tmp_path, adv_channels_last=True), train_dataset=_data())
+    finally:
+        hf_logging.disable_propagation()
+    assert "adv_channels_last=True has no effect" in caplog.text
+
+
+def test_attack_model_is_unwrapped_once_per_run(tmp_path):
+    """`unwrap_model` and the parameter walk are cached per wrapper, not redone on every training step."""
+    calls = []
+
+    def count(trainer):
+        original = trainer.accelerator.unwrap_model
+
+        def spy(model, *a, **kw):
+            import traceback
+
+            if any(f.name == "_attack_target" for f in traceback.extract_stack()):
+                calls.append(1)
+            return original(model, *a, **kw)
+
+        trainer.accelerator.unwrap_model = spy
+
+    for steps in (1, 5):
+        calls.clear()
+        trainer = AdvTrainer(model=SmallCNN(), args=_args(tmp_path, max_steps=steps), train_dataset=_data())
+        count(trainer)
+        trainer.train()
+        assert len(calls) == 1, (steps, len(calls))
+
+
+def test_pixel_space_reuses_its_mean_and_std():
+    space = PixelSpace((0.5, 0.4, 0.3), (0.2, 0.2, 0.2), source="explicit")
+    x = torch.rand(2, 3, 4, 4)
+    first, again = space._stats(x), space._stats(x.clone())
+    assert first[0] is again[0] and first[1] is again[1]
+    assert space._stats(x.double())[0].dtype == torch.float64  # one copy per dtype (and device)
+    assert torch.allclose(space.to_pixels(space.to_model(x)), x, atol=1e-6)
+    assert space == PixelSpace((0.5, 0.4, 0.3), (0.2, 0.2, 0.2), source="explicit")  # the cache is not compared
