@@ -210,14 +210,20 @@ def main(opts) -> dict:
         opts.json = f"benchmarks/results/throughput{'_quick' if opts.quick else ''}.json"
     logging.getLogger("transformers").setLevel(logging.ERROR)
     start, load_at_start = time.time(), os.getloadavg()[0]  # other work on the machine shows here
-    results = [measure(m, d, v, opts) for m in opts.models for d in opts.dtypes for v in opts.variants]
-    meta = {"command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"),
-            "hardware": hardware(opts.device), "load_average_at_start_and_end": [load_at_start, os.getloadavg()[0]],
-            "torch": torch.__version__, "seconds": round(time.time() - start, 1)}
-    report = {"meta": meta, "settings": vars(opts), "results": results}
     os.makedirs(os.path.dirname(opts.json) or ".", exist_ok=True)
-    with open(opts.json, "w") as f:
-        json.dump(report, f, indent=2)
+    results = []
+    for m in opts.models:
+        for d in opts.dtypes:
+            for v in opts.variants:
+                results.append(measure(m, d, v, opts))
+                # Written after every run, so that a run stopped part-way (a GPU lease ending) keeps what it measured.
+                meta = {"command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"),
+                        "hardware": hardware(opts.device), "torch": torch.__version__,
+                        "load_average_at_start_and_end": [load_at_start, os.getloadavg()[0]],
+                        "seconds": round(time.time() - start, 1)}
+                report = {"meta": meta, "settings": vars(opts), "results": results}
+                with open(opts.json, "w") as f:
+                    json.dump(report, f, indent=2)
     print(json.dumps(meta))
     print(to_markdown(results))
     return report
