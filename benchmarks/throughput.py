@@ -34,6 +34,7 @@ import copy
 import json
 import logging
 import os
+import statistics
 import sys
 import time
 
@@ -143,16 +144,24 @@ def ratios(rows: dict, k: int) -> dict:
            if name not in ("AdvTrainer", "clean")}
     if "clean" in rows:
         out["AdvTrainer / limit"] = ours / (rows["clean"]["images_per_s"] / (k + 1))
+    # Block by block: each peer's block i ran right after AdvTrainer's block i, under nearly the same load.
+    for name, row in rows.items():
+        if name != "AdvTrainer":
+            pairs = [b / a for a, b in zip(rows["AdvTrainer"]["block_means_s"], row["block_means_s"])]
+            out[f"AdvTrainer / {name}, median of paired blocks"] = statistics.median(pairs)
     return out
 
 
 def to_markdown(results: list[dict]) -> str:
     lines = ["| model | precision | AdvTrainer variant | clean img/s | limit img/s | hand loop img/s | AdvTrainer img/s "
-             "| torchattacks img/s | AdvTrainer / limit | AdvTrainer / hand loop |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| torchattacks img/s | AdvTrainer / limit | AdvTrainer / hand loop (paired blocks) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
 
     def ips(res, name):
         row = res["rows"].get(name)
-        return f"{row['images_per_s']:.2f}" if row else "skipped"
+        if not row:
+            return "skipped"
+        return f"{row['images_per_s']:.1f}" if row["images_per_s"] >= 10 else f"{row['images_per_s']:.3g}"
 
     for res in results:
         r = res["ratios"]
@@ -160,9 +169,10 @@ def to_markdown(results: list[dict]) -> str:
         label = f"{res['model']} ({res['parameters'] / 1e6:.1f}M, {res['image_size']}px, batch {res['batch_size']})"
         lines.append(
             f"| {label} | {res['dtype']} | {res['variant']} | {ips(res, 'clean')} | "
-            f"{'' if limit is None else f'{limit:.2f}'} | {ips(res, 'hand loop')} | {ips(res, 'AdvTrainer')} | "
+            f"{'' if limit is None else f'{limit:.3g}'} | {ips(res, 'hand loop')} | {ips(res, 'AdvTrainer')} | "
             f"{ips(res, 'torchattacks')} | {r.get('AdvTrainer / limit', float('nan')):.3f} | "
-            f"{r.get('AdvTrainer / hand loop', float('nan')):.3f} |")
+            f"{r.get('AdvTrainer / hand loop', float('nan')):.3f} "
+            f"({r.get('AdvTrainer / hand loop, median of paired blocks', float('nan')):.3f}) |")
     return "\n".join(lines)
 
 

@@ -128,7 +128,7 @@ class AdvTrainingArguments(TrainingArguments):
     adv_channels_last: bool = field(
         default=False,
         metadata={"help": "Keep the model's 4-D weights and the attack's images in channels_last memory format "
-                          "(faster convolutions on recent GPUs; measured slower on CPU, see benchmarks/README.md)."},
+                          "(a standard speed-up for CNNs on recent GPUs; off until measured faster, see benchmarks/README.md)."},
     )
     adv_pixel_key: str = field(default="pixel_values", metadata={"help": "Batch key holding the images."})
     adv_label_key: str = field(default="labels", metadata={"help": "Batch key holding the class labels."})

@@ -105,6 +105,9 @@ def test_throughput_quick(throughput, tmp_path):
         ours = rows["AdvTrainer"]["images_per_s"]
         assert res["ratios"]["AdvTrainer / limit"] == pytest.approx(ours * (k + 1) / rows["clean"]["images_per_s"])
         assert res["ratios"]["AdvTrainer / hand loop"] == pytest.approx(ours / rows["hand loop"]["images_per_s"])
+        pairs = [h / a for a, h in zip(rows["AdvTrainer"]["block_means_s"], rows["hand loop"]["block_means_s"])]
+        assert res["ratios"]["AdvTrainer / hand loop, median of paired blocks"] == pytest.approx(
+            statistics.median(pairs))
     table = throughput.to_markdown(results)
     assert table.count("| bf16 | channels_last |") == 2
 
