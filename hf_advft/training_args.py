@@ -99,6 +99,19 @@ class AdvTrainingArguments(TrainingArguments):
         metadata={"help": "Keep every BatchNorm layer's running statistics frozen during training (its affine "
                           "weights still train): they do not drift towards the adversarial inputs."},
     )
+    adv_ema_decay: float | None = field(
+        default=None,
+        metadata={"help": "Keep an exponential moving average of the weights with this decay (e.g. 0.999; "
+                          "timm.utils.ModelEmaV3); evaluation and saving then use the averaged weights. None: off."},
+    )
+    adv_awp_gamma: float = field(
+        default=0.0,
+        metadata={"help": "Adversarial weight perturbation (AWP, Wu et al. 2020) size, relative to each weight's norm "
+                          "(the paper: 5e-3 to 1e-2); costs one more forward+backward per update. 0: off."},
+    )
+    adv_awp_warmup_ratio: float = field(
+        default=0.0, metadata={"help": "Fraction of the training steps before AWP starts."}
+    )
     adv_eval_steps: int = field(
         default=10,
         metadata={"help": "PGD steps for eval_robust_accuracy during evaluate(); 0 disables the robust evaluation."},
@@ -214,6 +227,14 @@ class AdvTrainingArguments(TrainingArguments):
                 "adv_freeze_bn keeps BatchNorm statistics frozen, but adv_attack_mode='train' would update them "
                 "during the attack: use adv_attack_mode='eval' (the default) with adv_freeze_bn."
             )
+        if self.adv_ema_decay is not None and not 0 < self.adv_ema_decay < 1:
+            raise ValueError(f"adv_ema_decay must be in (0, 1) (e.g. 0.999), or None to switch the EMA off, got "
+                             f"{self.adv_ema_decay}.")
+        if self.adv_awp_gamma < 0:
+            raise ValueError(f"adv_awp_gamma must be >= 0 (0 switches AWP off; the paper uses 5e-3 to 1e-2), got "
+                             f"{self.adv_awp_gamma}.")
+        if not 0 <= self.adv_awp_warmup_ratio < 1:
+            raise ValueError(f"adv_awp_warmup_ratio must be in [0, 1), got {self.adv_awp_warmup_ratio}.")
         if self.adv_eval_steps < 0:
             raise ValueError(f"adv_eval_steps must be >= 0 (0 disables robust evaluation), got {self.adv_eval_steps}.")
         if self.adv_eval_steps > 0:

@@ -236,3 +236,30 @@ def test_model_card_recipe_names_the_toolkit_options(tmp_path):
     assert view["attack"].startswith("N-FGSM") and "BatchNorm statistics frozen" in view["attack"]
     assert "after 20% of the steps at eps = 0" in view["epsilon"]
     assert _recipe_view(_args(tmp_path).adv_config(), {}, {})["attack"].startswith("PGD-2")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 6. Robust early stopping with the Trainer's own callback
+@pytest.mark.parametrize("ema", [None, 0.5])
+def test_robust_early_stopping_keeps_the_most_robust_checkpoint(tmp_path, digits16, ema):
+    import safetensors.torch
+    from transformers import EarlyStoppingCallback
+
+    x, y = digits16
+    args = _args(tmp_path, max_steps=8, eval_strategy="steps", eval_steps=1, save_strategy="steps", save_steps=1,
+                 metric_for_best_model="robust_accuracy", load_best_model_at_end=True, adv_eval_steps=1,
+                 adv_ema_decay=ema)
+    model = SmallCNN()
+    trainer = AdvTrainer(model=model, args=args, train_dataset=DictDataset(x[:128], y[:128]),
+                         eval_dataset=DictDataset(x[-16:], y[-16:]),
+                         callbacks=[EarlyStoppingCallback(early_stopping_patience=2)])
+    robust = iter([0.3, 0.8, 0.5, 0.4, 0.2, 0.1, 0.1, 0.1])  # robust overfitting: the peak comes early
+    trainer._robust_accuracy = lambda dataloader: (next(robust), 16)
+    trainer.train()
+    assert trainer.state.global_step == 4  # two evaluations without a better robust accuracy: stopped
+    assert trainer.state.best_model_checkpoint.endswith("checkpoint-2") and trainer.state.best_metric == 0.8
+    best = safetensors.torch.load_file(str(tmp_path / "out" / "checkpoint-2" / "model.safetensors"))
+    last = safetensors.torch.load_file(str(tmp_path / "out" / "checkpoint-4" / "model.safetensors"))
+    state = model.state_dict()
+    assert all(torch.equal(state[k], best[k]) for k in best)  # the model holds the best checkpoint's weights
+    assert not all(torch.equal(state[k], last[k]) for k in last)

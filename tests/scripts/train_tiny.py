@@ -184,6 +184,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--cuda", action="store_true", help="train on the GPU (use_cpu=False)")
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--fp16", action="store_true")
+    p.add_argument("--ema-decay", type=float, default=None)
+    p.add_argument("--awp-gamma", type=float, default=0.0)
     return p
 
 
@@ -200,7 +202,8 @@ def main(argv=None):
         lr_scheduler_type="slow_start_fast_decay", adv_steps=a.adv_steps, adv_step_size=2 / 255,
         adv_random_start=bool(a.random_start), adv_eval_steps=3, logging_steps=1,
         save_strategy="steps" if a.save_steps else "no", save_steps=a.save_steps or 500, report_to="none",
-        use_cpu=not a.cuda, seed=a.seed, disable_tqdm=True, bf16=a.bf16, fp16=a.fp16,
+        use_cpu=not a.cuda, seed=a.seed, disable_tqdm=True, bf16=a.bf16, fp16=a.fp16, adv_ema_decay=a.ema_decay,
+        adv_awp_gamma=a.awp_gamma,
     )
     marker = Path(a.output_dir) / "paused"
     recorder = Recorder(a.snapshot_step)
