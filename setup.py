@@ -19,7 +19,9 @@ setup(
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.4",
-        "transformers>=5.0",  # TrainingArguments.warmup_steps takes ratios (< 1) since 5.0
+        # >= 5.0: TrainingArguments.warmup_steps takes ratios (< 1). < 6: AdvTrainer overrides private Trainer methods
+        # (_save, _save_checkpoint, _load_callback_state, _push_from_checkpoint), tested on 5.x only.
+        "transformers>=5.0,<6",
         "accelerate>=1.0",
         "datasets>=3.0",
         "timm>=1.0",

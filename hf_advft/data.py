@@ -72,6 +72,9 @@ class ImageClassificationData:
         label_names (`list[str]`): Class names, indexed by class id.
         eval_split (`str`): Where `eval` came from, e.g. `"test"` or `"10% of train"` (for summaries).
         pixel_key (`str`), label_key (`str`): The two column names.
+        eval_source (`dict`, *optional*): How to load exactly these eval examples again: the
+            [`load_image_dataset`] arguments that choose them (dataset, split or hold-out percentage, seed, ...).
+            Saved in `adv_results.json` (`eval_data`); `hf-advft evaluate` reloads them with [`load_eval_source`].
 
     Example:
 
@@ -89,6 +92,7 @@ class ImageClassificationData:
     eval_split: str
     pixel_key: str = "pixel_values"
     label_key: str = "labels"
+    eval_source: dict | None = None
 
     @property
     def num_labels(self) -> int:
@@ -354,7 +358,21 @@ def load_image_dataset(
     rename = {image_col: pixel_key, label_col: label_key}
     train, eval_ds = (ds.select_columns([image_col, label_col]).rename_columns(
         {k: v for k, v in rename.items() if k != v}) for ds in (train, eval_ds))
-    return ImageClassificationData(train, eval_ds, label_names, eval_name, pixel_key, label_key)
+    source = {"dataset": os.path.abspath(name_or_path) if os.path.isdir(name_or_path) else name_or_path,
+              "config_name": config_name, "train_split": train_split, "eval_split": eval_split,
+              "validation_split_percentage": None if eval_split is not None else validation_split_percentage,
+              "max_eval_samples": max_eval_samples, "seed": seed, "image_column": image_col,
+              "label_column": label_col, "unreadable_images": unreadable_images}
+    return ImageClassificationData(train, eval_ds, label_names, eval_name, pixel_key, label_key, source)
+
+
+def load_eval_source(source: dict, **kwargs) -> ImageClassificationData:
+    """Load the eval examples an [`ImageClassificationData.eval_source`] describes (`adv_results.json`'s `eval_data`),
+    the same examples in the same order. `kwargs` are further [`load_image_dataset`] arguments (`cache_dir`, ...)."""
+    source = dict(source)
+    percent = source.pop("validation_split_percentage", None)
+    return load_image_dataset(source.pop("dataset"), **source, **kwargs,
+                              validation_split_percentage=DEFAULT_VALIDATION_PERCENT if percent is None else percent)
 
 
 def _hold_out(train: datasets.Dataset, fraction: float, seed: int, label_col: str) -> datasets.DatasetDict:

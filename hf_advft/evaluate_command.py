@@ -9,7 +9,9 @@ checkpoint (`config.json`, `model.safetensors`, `preprocessor_config.json` when 
 (timm's `config.json` with `architecture`, `model.safetensors`); its normalization comes from `adv_config.json`, the
 image processor or timm's `pretrained_cfg` (`--image_mean/--image_std` override). `--dataset` is read by
 `hf_advft.data.load_image_dataset`: the offline built-ins `digits` and `fashion_mnist`, a local imagefolder or
-`save_to_disk` directory, or a Hub dataset id. Every `RobustEvalConfig` field is a flag (`--pgd_steps 50`, ...).
+`save_to_disk` directory, or a Hub dataset id. A checkpoint saved by the recipes records its eval examples
+(`adv_results.json` `eval_data`: dataset, split or hold-out percentage, seed): without `--dataset`, or with the same
+dataset and no `--split`, exactly those are evaluated. Every `RobustEvalConfig` field is a flag (`--pgd_steps 50`).
 `--gallery [N]` also draws N adversarial examples (PGD at `--epsilon`) as `adversarial_gallery.png`, beside those of
 `--base_model` when given (`hf_advft.gallery.plot_adversarial_gallery`).
 """
@@ -71,11 +73,12 @@ def add_evaluate_command(subparsers) -> argparse.ArgumentParser:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("model", metavar="MODEL_OR_PATH", help="Local transformers/timm checkpoint or Hub id.")
-    parser.add_argument("--dataset", required=True,
-                        help="'digits', 'fashion_mnist', a local imagefolder or save_to_disk directory, or a Hub id.")
-    parser.add_argument("--split", default=None, help="Split to evaluate. Default: the first of validation, valid, "
-                                                      "val, test; else 10%% of train, held out with seed 0 (the "
-                                                      "split hf_advft.data gives the training recipes).")
+    parser.add_argument("--dataset", default=None,
+                        help="'digits', 'fashion_mnist', a local imagefolder or save_to_disk directory, or a Hub id. "
+                             "Default: the dataset recorded in the checkpoint's adv_results.json (eval_data).")
+    parser.add_argument("--split", default=None, help="Split to evaluate. Default: the eval examples recorded in the "
+                                                      "checkpoint (same dataset); else the first of validation, "
+                                                      "valid, val, test; else 10%% of train, held out with seed 0.")
     parser.add_argument("--image_column", "--image-column", default=None, help="Image column (default: found).")
     parser.add_argument("--label_column", "--label-column", default=None, help="Label column (default: found).")
     parser.add_argument("--output_dir", "--output-dir", default=None,
@@ -112,14 +115,31 @@ def _pixel_space(args, robust) -> PixelSpace:
     return robust.pixel_space  # adv_config.json's mean/std > the image processor's > timm's pretrained_cfg
 
 
-def _eval_split(args, model, processor, library: str, space: PixelSpace):
-    from .data import build_image_transform, load_image_dataset
+def _recorded_eval_data(args, results: dict | None) -> dict | None:
+    """The checkpoint's recorded eval examples, when the command line asks for that dataset (or for none)."""
+    recorded = (results or {}).get("eval_data")
+    if args.dataset is None:
+        if recorded is None:
+            raise SystemExit(f"hf-advft evaluate: error: {args.model} records no eval dataset (adv_results.json "
+                             f"eval_data): pass --dataset.")
+        return recorded
+    same = recorded is not None and (args.dataset == recorded["dataset"] or (
+        os.path.isdir(args.dataset) and os.path.abspath(args.dataset) == recorded["dataset"]))
+    return recorded if same and args.split is None and args.image_column is None and args.label_column is None \
+        else None
+
+
+def _eval_split(args, model, processor, library: str, space: PixelSpace, recorded: dict | None):
+    from .data import build_image_transform, load_eval_source, load_image_dataset
     from .modeling import timm_input_spec, transformers_input_spec
 
-    # Only the evaluated split is needed: naming it as the "train" split too lets a dataset that has no train split
-    # (a save_to_disk folder holding just "test") load.
-    data = load_image_dataset(args.dataset, train_split=args.split or "train", eval_split=args.split,
-                              image_column=args.image_column, label_column=args.label_column)
+    if recorded is not None:  # the training run's own eval examples: same split or hold-out, seed and subset
+        data = load_eval_source(recorded)
+    else:
+        # Only the evaluated split is needed: naming it as the "train" split too lets a dataset that has no train
+        # split (a save_to_disk folder holding just "test") load.
+        data = load_image_dataset(args.dataset, train_split=args.split or "train", eval_split=args.split,
+                                  image_column=args.image_column, label_column=args.label_column)
     channels, size = timm_input_spec(model) if library == "timm" else transformers_input_spec(model, processor)
     transform = build_image_transform(size, channels=channels, pixel_space=space, train=False)
     pixel_key, label_key = data.pixel_key, data.label_key
@@ -164,20 +184,23 @@ def run_evaluate(args) -> int:
     model, library = robust.model, robust.library
     processor = robust.preprocess if library == "transformers" else None
     space = _pixel_space(args, robust)
-    data = _eval_split(args, model, processor, library, space)
+    recorded = _recorded_eval_data(args, robust.results)
+    data = _eval_split(args, model, processor, library, space, recorded)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     result = evaluate_robustness(
         model, data.eval, config, pixel_space=space, device=device,
         pixel_key=data.pixel_key, label_key=data.label_key, show_progress=not args.no_progress,
     )
-    result.notes.append(f"model {args.model} ({library}), dataset {args.dataset} ({data.eval_split}), "
-                        f"normalization from {space.source}")
+    dataset = recorded["dataset"] if recorded is not None else args.dataset
+    result.notes.append(f"model {args.model} ({library}), dataset {dataset} ({data.eval_split}"
+                        f"{', the eval examples recorded at training, seed ' + str(recorded['seed']) if recorded else ''}"
+                        f"), normalization from {space.source}")
     out_dir = Path(args.output_dir or (args.model if os.path.isdir(args.model) else "."))
     out_dir.mkdir(parents=True, exist_ok=True)
     result.to_json(out_dir / ROBUSTNESS_JSON)
     written = [str(out_dir / ROBUSTNESS_JSON)]
     try:
-        plot_robustness_curve(result, out_dir / ROBUSTNESS_PNG, title=f"{Path(args.model).name} on {args.dataset}")
+        plot_robustness_curve(result, out_dir / ROBUSTNESS_PNG, title=f"{Path(args.model).name} on {dataset}")
         written.append(str(out_dir / ROBUSTNESS_PNG))
     except ImportError as err:
         sys.stdout.write(f"hf-advft evaluate: no plot ({err})\n")

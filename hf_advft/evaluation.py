@@ -43,6 +43,7 @@ from .masking_checks import (  # noqa: F401  (GradientMaskingWarning, MaskingChe
     run_masking_checks,
 )
 from .pixel_space import PixelSpace, resolve_pixel_space
+from .weights_hash import model_weights_sha256
 
 
 logger = logging.get_logger(__name__)
@@ -227,6 +228,8 @@ class RobustnessResult:
     # The arithmetic of the attacked forward passes ("fp32" unless the weights themselves are bf16/fp16; never
     # autocast). None in results written before hf-advft recorded it.
     precision: str | None = None
+    # The weights measured (`hf_advft.weights_hash`): a card shows these numbers only beside the same weights.
+    weights_sha256: str | None = None
 
     @property
     def failed_checks(self) -> list[MaskingCheck]:
@@ -383,6 +386,7 @@ def evaluate_robustness(
         logger.warning(message)
         notes.append(message)
     space = pixel_space if pixel_space is not None else resolve_pixel_space(mean, std, processor, model)
+    weights_sha256 = model_weights_sha256(model)
     pixels = to_pixels(space, inputs)
     n = len(labels)
     slack = max(CHECK_SLACK, 1.0 / n)
@@ -477,6 +481,7 @@ def evaluate_robustness(
         config=json.loads(json.dumps(asdict(cfg))),
         notes=notes,
         versions=dict(package_versions()),
+        weights_sha256=weights_sha256,
     )
 
 
@@ -545,8 +550,10 @@ def autoattack_metrics(trainer, metric_key_prefix: str = "eval") -> dict[str, fl
             seed=args.seed, pixel_space=trainer.pixel_space, device=args.device,
             pixel_key=args.adv_pixel_key, label_key=args.adv_label_key,
         )
+        trace = result.autoattack_trace  # the components that ran, in order (every process has as many classes)
         counts = torch.tensor([result.n_examples, result.clean_accuracy * result.n_examples,
-                               result.autoattack_accuracy * result.n_examples, len(result.failed_checks)],
+                               result.autoattack_accuracy * result.n_examples, len(result.failed_checks),
+                               *(acc * result.n_examples for acc in trace.values())],
                               device=args.device, dtype=torch.float64)
         counts = accelerator.reduce(counts, reduction="sum")
         metrics.update({
@@ -557,6 +564,9 @@ def autoattack_metrics(trainer, metric_key_prefix: str = "eval") -> dict[str, fl
             f"{prefix}_autoattack_runtime": round(time.perf_counter() - start, 4),
             f"{prefix}_autoattack_precision": result.precision,
         })
+        # Accuracy after each component that ran (`..._after_apgd-ce`, ...): the card names what ran from these keys.
+        for i, component in enumerate(trace):
+            metrics[f"{prefix}_autoattack_after_{component}"] = round(float(counts[4 + i] / counts[0]), 6)
         if accelerator.num_processes == 1 and args.should_save:
             out_dir = Path(args.output_dir)
             out_dir.mkdir(parents=True, exist_ok=True)

@@ -45,6 +45,7 @@ from .model_card import (
     write_model_card,
 )
 from .pixel_space import PixelSpace, resolve_pixel_space
+from .weights_hash import folder_weights_sha256
 
 
 logger = logging.get_logger(__name__)
@@ -146,7 +147,11 @@ def _card_fields(fields: dict) -> dict:
 
 def _write_card(folder: Path, adv_config: dict | None, results: dict, *, repo_id: str | None, curve_image,
                 gallery_image=None) -> bool:
-    """Write `adv_results.json` and render the card from it (and `adv_config`); the curve is shown only when given."""
+    """Write `adv_results.json` and render the card from it (and `adv_config`); the curve is shown only when given.
+
+    The card states only an evaluation of the weights now in `folder` (`hf_advft.weights_hash`).
+    """
+    results["weights_sha256"] = folder_weights_sha256(folder)
     results["gallery_image"] = None
     if gallery_image is not None:  # the adversarial-example gallery (hf_advft.gallery), copied beside the card
         if not Path(gallery_image).is_file():
@@ -164,7 +169,8 @@ def _write_card(folder: Path, adv_config: dict | None, results: dict, *, repo_id
             shutil.copyfile(curve_image, folder / CURVE_IMAGE_NAME)
         results["curve_image"] = CURVE_IMAGE_NAME
     _write_json(folder / ADV_RESULTS_NAME, results)
-    card = render_model_card(adv_config, results, repo_id=repo_id, local_path=str(folder))
+    card = render_model_card(adv_config, results, repo_id=repo_id, local_path=str(folder),
+                             weights_sha256=results["weights_sha256"])
     return write_model_card(card, folder)
 
 
@@ -179,6 +185,7 @@ def save_robust_model(
     gallery_image: str | os.PathLike | None = None,
     training: dict | None = None,
     compute: dict | None = None,
+    eval_data: dict | None = None,
     repo_id: str | None = None,
     **card: Any,
 ) -> Path:
@@ -194,7 +201,9 @@ def save_robust_model(
         adv_config (`dict` or [`AdvTrainingArguments`], *optional*): How the model was trained. Without it the card
             says that nothing is known of the model's robustness.
         evaluation (*optional*): The numbers for the card: a [`~hf_advft.evaluation.RobustnessResult`] or a record
-            accepted by [`~hf_advft.model_card.summarize_evaluation`]. It is the card's only source of numbers.
+            accepted by [`~hf_advft.model_card.summarize_evaluation`]. It is the card's only source of numbers, and
+            is shown only if it measured the weights saved here: a `RobustnessResult` carries the SHA-256 of the
+            weights it measured (`weights_sha256`); a result of other weights is left out, with a line saying why.
         curve_image (`str`, *optional*): A robustness-curve PNG (`plot_robustness_curve`), copied and shown.
         gallery_image (`str`, *optional*): An adversarial-example gallery PNG
             ([`~hf_advft.gallery.plot_adversarial_gallery`]), copied beside the card and shown.
@@ -202,6 +211,8 @@ def save_robust_model(
             `steps`, `batch_size`, `learning_rate`, `warmup_steps`.
         compute (`dict`, *optional*): What training cost: `attack_passes`, `update_passes` (example
             forward+backward passes), `train_runtime_s`, `hardware`.
+        eval_data (`dict`, *optional*): The exact eval examples (`ImageClassificationData.eval_source`), kept in
+            `adv_results.json` so that `hf-advft evaluate` measures the same ones.
         repo_id (`str`, *optional*): The Hub repo the folder is meant for (named in the card's usage snippet).
         card: Card metadata: `model_name`, `base_model`, `license`, `datasets`, `dataset_name`, `dataset_split`,
             `tags`.
@@ -254,6 +265,7 @@ def save_robust_model(
                            input_shape=input_shape_of(model), evaluation=record, compute=dict(compute or {}),
                            card=card)
     results["has_processor"] = processor is not None
+    results["eval_data"] = eval_data
     _write_card(folder, adv_config, results, repo_id=repo_id, curve_image=curve_image, gallery_image=gallery_image)
     return folder
 
@@ -261,14 +273,11 @@ def save_robust_model(
 # ----------------------------------------------------------------------------------------------------------------------
 # AdvTrainer's saves
 def _weights_step(trainer, output_dir: str) -> int:
-    """The optimizer step whose weights are being saved: a checkpoint's own step, or the best one once loaded."""
-    state, args = trainer.state, trainer.args
+    """The optimizer step whose weights are being saved: a checkpoint's own step, else the weights in the model (the
+    best step once `load_best_model_at_end` loaded it, early stopping or not: `AdvTrainer.weights_step`)."""
     if Path(output_dir).name.startswith(f"{PREFIX_CHECKPOINT_DIR}-"):
-        return state.global_step
-    done = state.max_steps and state.global_step >= state.max_steps
-    if args.load_best_model_at_end and done and getattr(state, "best_global_step", None):
-        return state.best_global_step
-    return state.global_step
+        return trainer.state.global_step
+    return getattr(trainer, "weights_step", trainer.state.global_step)
 
 
 def save_trainer_files(trainer, output_dir: str, **card) -> None:
@@ -291,6 +300,8 @@ def save_trainer_files(trainer, output_dir: str, **card) -> None:
     card.pop("gallery_image", None)
     gallery = fields.get("gallery")
     gallery_image = gallery["path"] if gallery is not None and gallery["step"] == step else None
+    if card.get("eval_data") is not None:
+        fields["eval_data"] = card.pop("eval_data")
     if evaluation is not None:
         fields["evaluation"] = {"step": step, "record": summarize_evaluation(evaluation), "curve_image": curve_image}
     fields.update(_card_fields(card))
@@ -322,6 +333,7 @@ def save_trainer_files(trainer, output_dir: str, **card) -> None:
     results = card_results(library=library, step=step, training=training, pixel_space=trainer.pixel_space,
                            input_shape=input_shape_of(model), evaluation=evaluation, compute=compute, card=card_meta)
     results["has_processor"] = (folder / "preprocessor_config.json").is_file()
+    results["eval_data"] = fields.get("eval_data")
     _write_card(folder, args.adv_config(), results, repo_id=repo_id, curve_image=curve_image,
                 gallery_image=gallery_image)
 
@@ -399,9 +411,14 @@ def folder_results(folder: str | os.PathLike) -> tuple[dict | None, dict]:
 
 
 def render_folder_card(folder: str | os.PathLike, repo_id: str | None = None):
-    """The card of a saved folder, rendered again from its `adv_config.json` and `adv_results.json` alone."""
+    """The card of a saved folder, rendered again from its `adv_config.json` and `adv_results.json` alone.
+
+    The evaluation is checked against the folder's weights as they are now (their SHA-256): numbers of other weights
+    are left out, with a line in the card saying why.
+    """
     adv_config, results = folder_results(folder)
-    return render_model_card(adv_config, results, repo_id=repo_id, local_path=str(folder))
+    return render_model_card(adv_config, results, repo_id=repo_id, local_path=str(folder),
+                             weights_sha256=folder_weights_sha256(folder))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -452,7 +469,8 @@ def push_checkpoint(
         results.setdefault("card", {})["repo_id"] = repo_id
         _write_json(folder / ADV_RESULTS_NAME, results)
         # Our card is rendered again so that its usage snippet names the repo; a user's README is pushed as it is.
-        write_model_card(render_model_card(adv_config, results, repo_id=repo_id), folder)
+        write_model_card(render_model_card(adv_config, results, repo_id=repo_id,
+                                           weights_sha256=folder_weights_sha256(folder)), folder)
         patterns.append(README_NAME)
     else:
         logger.warning(f"{repo_id} already has a README that hf-advft did not write: it is left as it is.")
@@ -625,9 +643,8 @@ def load_robust_model(
         import timm
 
         preprocess = timm.data.create_transform(**timm.data.resolve_data_config(model=model))
+    pixel_space = saved_pixel_space(adv_config, results, preprocess if library == "transformers" else None, model)
     model.eval()
-    mean, std = (adv_config or {}).get("adv_image_mean"), (adv_config or {}).get("adv_image_std")
-    pixel_space = resolve_pixel_space(mean, std, preprocess if library == "transformers" else None, model)
     return RobustModel(model=model, pixel_space=pixel_space, preprocess=preprocess, adv_config=adv_config,
                        results=results, library=library, path=str(folder))
 
@@ -658,6 +675,17 @@ def _load_adapter(folder: Path, where: str, *, model, revision, token, cache_dir
     pixel_space = base.pixel_space if mean is None else resolve_pixel_space(mean, std, None, base.model)
     return RobustModel(model=adapted, pixel_space=pixel_space, preprocess=base.preprocess, adv_config=adv_config,
                        results=results, library=base.library, path=str(folder))
+
+
+def saved_pixel_space(adv_config: dict | None, results: dict | None, processor, model) -> PixelSpace:
+    """The normalization the model was trained and evaluated with: `adv_config.json`'s explicit mean/std, else the
+    one resolved at save time (`adv_results.json` `normalization`), else the processor's or timm's."""
+    mean, std = (adv_config or {}).get("adv_image_mean"), (adv_config or {}).get("adv_image_std")
+    saved = (results or {}).get("normalization") or {}
+    if mean is None and std is None and saved.get("mean") is not None:
+        return PixelSpace(tuple(saved["mean"]), tuple(saved["std"]),
+                          source=f"{ADV_RESULTS_NAME} (resolved at save time from {saved.get('source')})")
+    return resolve_pixel_space(mean, std, processor, model)
 
 
 def _load_state_dict(model: torch.nn.Module, folder: Path, allow_pickle: bool) -> None:

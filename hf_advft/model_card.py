@@ -25,6 +25,7 @@ from transformers.utils import logging
 
 from .attacks import NORMS
 from .schedules import SLOW_START_FAST_DECAY, get_slow_start_fast_decay_schedule
+from .weights_hash import bind_evaluation, short
 
 
 logger = logging.get_logger(__name__)
@@ -40,6 +41,8 @@ CARD_TAGS = ["adversarial-robustness", "adversarial-fine-tuning", "hf-advft", "i
 CARD_FIELDS = ("model_name", "base_model", "license", "datasets", "dataset_name", "dataset_split", "tags")
 NORM_NAMES = {"linf": "L∞", "l2": "L2"}
 NORM_IDS = {"linf": "Linf", "l2": "L2"}
+# The log key prefix of the accuracy after each AutoAttack component (`hf_advft.evaluation.autoattack_metrics`).
+AUTOATTACK_AFTER = "_autoattack_after_"
 
 __all__ = [
     "ADV_CONFIG_NAME",
@@ -100,7 +103,8 @@ def summarize_evaluation(result: Any, *, dataset: str | None = None) -> dict[str
                         f"hf_advft.evaluation.evaluate_robustness, or a dict with norm, epsilon, n_examples and rows.")
     if "rows" in data:
         record = {key: data[key] for key in ("norm", "epsilon", "n_examples", "source", "rows") if key in data}
-        record.update({k: data.get(k) for k in ("dataset", "curve", "expected_robustness", "warnings", "precision")})
+        record.update({k: data.get(k) for k in ("dataset", "curve", "expected_robustness", "warnings", "precision",
+                                                 "weights_sha256")})
         record["rows"] = [dict(row) for row in data["rows"]]
     elif {"clean_accuracy", "attack_accuracy", "n_examples"} <= set(data):
         record = _from_robustness_result(data)
@@ -125,7 +129,7 @@ def _from_robustness_result(data: Mapping) -> dict[str, Any]:
                                 f"{data['pgd_restarts']} restart(s), random start"})
     if "autoattack" in attacks:
         version = config.get("autoattack_version", "standard")
-        parts = ", ".join(data.get("autoattack_trace") or {}) or "APGD-CE, APGD-T, FAB-T, Square"
+        parts = autoattack_components(data.get("autoattack_trace") or {})
         rows.append({"name": f"AutoAttack ({version})", "accuracy": attacks["autoattack"], "n_examples": n,
                      "details": parts})
     if "square" in attacks:
@@ -140,7 +144,12 @@ def _from_robustness_result(data: Mapping) -> dict[str, Any]:
             "source": f"hf_advft.evaluation.evaluate_robustness (seed {data.get('seed', 0)}, on {data.get('device')})",
             "rows": rows, "curve": list(zip(data.get("curve_epsilons") or [], data.get("curve_accuracy") or [])),
             "expected_robustness": data.get("expected_robustness"), "warnings": warnings,
-            "precision": data.get("precision")}
+            "precision": data.get("precision"), "weights_sha256": data.get("weights_sha256")}
+
+
+def autoattack_components(names) -> str:
+    """`"APGD-CE, FAB-T, Square"` for AutoAttack's component ids (`apgd-ce`, `fab-t`, `square`), as they ran."""
+    return ", ".join("Square" if n == "square" else n.upper() for n in names) or "components not recorded"
 
 
 def _check_evaluation(record: dict) -> None:
@@ -169,15 +178,20 @@ def evaluation_from_logs(log_history: list[dict], args, step: int) -> dict[str, 
     """The trainer's evaluation of the weights of `step`, or `None` if there is none.
 
     Reads the `evaluate()` logged at `step` (clean accuracy, PGD) and the AutoAttack that `AdvTrainer.train()` logs
-    at its end (`adv_autoattack_examples`). Only entries logged at `step` describe these weights: an older one would
-    put another model's numbers on this card.
+    at its end (`adv_autoattack_examples`). `AdvTrainer` logs every evaluation under the step of the weights it
+    measured (the best step once the best model is loaded) with their `weights_sha256`, which the record carries.
+    Only entries logged at `step` describe these weights: an older one would put another model's numbers on this
+    card; an AutoAttack of other weights than the last `evaluate()` (another hash) is left out.
     """
     at_step = [h for h in log_history if h.get("step") == step]
     evaluated = [h for h in at_step if "eval_accuracy" in h or "eval_robust_accuracy" in h]
     attacked = [h for h in at_step if "eval_autoattack_accuracy" in h]
+    if evaluated:
+        attacked = [h for h in attacked if h.get("weights_sha256") == evaluated[-1].get("weights_sha256")]
     if not evaluated and not attacked:
         return None
     logs = evaluated[-1] if evaluated else {}
+    weights_sha256 = (evaluated or attacked)[-1].get("weights_sha256")
     rows, warnings = [], []
     if "eval_accuracy" in logs:
         rows.append({"name": "Clean", "accuracy": logs["eval_accuracy"], "n_examples": logs.get("eval_examples"),
@@ -194,8 +208,9 @@ def evaluation_from_logs(log_history: list[dict], args, step: int) -> dict[str, 
         if not rows:
             rows.append({"name": "Clean", "accuracy": aa["eval_autoattack_clean_accuracy"], "n_examples": n_aa,
                          "details": "no attack"})
+        ran = [k.split(AUTOATTACK_AFTER, 1)[1] for k in aa if k.startswith(f"eval{AUTOATTACK_AFTER}")]
         rows.append({"name": "AutoAttack (standard)", "accuracy": aa["eval_autoattack_accuracy"], "n_examples": n_aa,
-                     "details": f"APGD-CE, APGD-T, FAB-T, Square on the first eval examples (clean accuracy "
+                     "details": f"{autoattack_components(ran)} on the first eval examples (clean accuracy "
                                 f"{aa.get('eval_autoattack_clean_accuracy', float('nan')):.1%} on them)"})
         if aa.get("eval_autoattack_masking_checks_failed"):
             warnings.append(f"{aa['eval_autoattack_masking_checks_failed']} gradient-masking check(s) failed during "
@@ -205,7 +220,7 @@ def evaluation_from_logs(log_history: list[dict], args, step: int) -> dict[str, 
                                                       if attacked else None)
     return summarize_evaluation({"norm": args.adv_norm, "epsilon": args.eval_epsilon, "n_examples": n,
                                  "source": f"AdvTrainer evaluation at step {step}", "rows": rows,
-                                 "warnings": warnings, "precision": precision})
+                                 "warnings": warnings, "precision": precision, "weights_sha256": weights_sha256})
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -290,7 +305,7 @@ def card_results(*, library, step, training, pixel_space, input_shape, evaluatio
 # ----------------------------------------------------------------------------------------------------------------------
 # Rendering
 def render_model_card(adv_config: dict | None, results: dict, *, repo_id: str | None = None,
-                      local_path: str | None = None) -> ModelCard:
+                      local_path: str | None = None, weights_sha256: str | None = None) -> ModelCard:
     """Render the robust model card from `adv_config.json` and `adv_results.json` (as dicts).
 
     Args:
@@ -298,6 +313,8 @@ def render_model_card(adv_config: dict | None, results: dict, *, repo_id: str | 
         results (`dict`): The `adv_results.json` record (see `card_results`).
         repo_id (`str`, *optional*): The Hub repo the card will live in (used by the usage snippet).
         local_path (`str`, *optional*): The folder, for the usage snippet when there is no repo yet.
+        weights_sha256 (`str`, *optional*): The hash of the weights beside the card (`hf_advft.weights_hash`). An
+            evaluation that measured other weights is then left out, with a line in the card that says so.
 
     Returns:
         `huggingface_hub.ModelCard`
@@ -314,6 +331,7 @@ def render_model_card(adv_config: dict | None, results: dict, *, repo_id: str | 
     evaluation = results.get("evaluation")
     if evaluation is not None:
         evaluation = summarize_evaluation(evaluation)  # re-checked: a hand-edited file gets no pass
+    evaluation, binding_note = bind_evaluation(evaluation, weights_sha256)
     library = results.get("library", "torch")
     location = repo_id or card.get("repo_id") or local_path or "."
     model_name = card.get("model_name") or Path(str(location).rstrip("/")).name or "robust-model"
@@ -345,7 +363,8 @@ def render_model_card(adv_config: dict | None, results: dict, *, repo_id: str | 
         adv=adv_config,
         threat=_threat_view(adv_config, evaluation, normalization),
         recipe=_recipe_view(adv_config, results.get("training") or {}, card) if adv_config else None,
-        evaluation=_evaluation_view(evaluation, card) if evaluation else None,
+        evaluation=_evaluation_view(evaluation, card, binding_note) if evaluation else None,
+        left_out=binding_note if evaluation is None else None,
         curve_image=results.get("curve_image") if evaluation else None,
         gallery_image=results.get("gallery_image"),
         compute=_compute_view(results.get("compute") or {}),
@@ -405,8 +424,13 @@ def _schedule_text(adv_config: dict, training: dict) -> str:
     defaults = {k: p.default for k, p in inspect.signature(get_slow_start_fast_decay_schedule).parameters.items()
                 if p.kind is p.KEYWORD_ONLY and k != "last_epoch"}
     shape = {**defaults, **kwargs}
-    start = (f"{training['warmup_steps']} steps" if training.get("warmup_steps") else
-             f"{shape['warmup_ratio']:.0%} of the steps")
+    warmup = training.get("warmup_steps")
+    if not warmup:
+        start = f"{shape['warmup_ratio']:.0%} of the steps"
+    elif warmup < 1:  # transformers >= 5 reads a warmup_steps below 1 as a ratio of the run
+        start = f"{warmup:.0%} of the steps"
+    else:
+        start = f"{int(warmup)} steps"
     return (f"`slow_start_fast_decay`: linear slow start over {start}, then {shape['decay']} decay to "
             f"{shape['min_lr_ratio']:g} x the peak")
 
@@ -460,7 +484,7 @@ def _recipe_view(adv_config: dict, training: dict, card: dict) -> dict:
     }
 
 
-def _evaluation_view(evaluation: dict, card: dict) -> dict:
+def _evaluation_view(evaluation: dict, card: dict, binding_note: str | None) -> dict:
     rows = []
     for row in evaluation["rows"]:
         n, acc = row.get("n_examples"), float(row["accuracy"])
@@ -474,7 +498,9 @@ def _evaluation_view(evaluation: dict, card: dict) -> dict:
             "n_examples": evaluation.get("n_examples") or "an unrecorded number of",
             "dataset": evaluation.get("dataset") or card.get("dataset_name") or "the evaluation set",
             "source": evaluation.get("source") or "not recorded", "rows": rows, "curve": curve,
-            "expected_robustness": None if er is None else f"{er:.4f}", "warnings": evaluation.get("warnings") or [],
+            "weights": short(evaluation["weights_sha256"]) if evaluation.get("weights_sha256") else None,
+            "expected_robustness": None if er is None else f"{er:.4f}",
+            "warnings": (evaluation.get("warnings") or []) + ([binding_note] if binding_note else []),
             "precision": evaluation.get("precision")}
 
 

@@ -217,22 +217,26 @@ def set_recipe_transforms(data: ImageClassificationData, script_args: ScriptArgu
 # Train, evaluate, save, report
 def train_evaluate_save(trainer, *, data: ImageClassificationData, model_name: str, how_to_load: str,
                         extra_save=None) -> tuple[dict, str]:
-    """Train (resuming when `resume_from_checkpoint` is set), save, evaluate, push when asked; return the summary.
+    """Train (resuming when `resume_from_checkpoint` is set), evaluate, save, push when asked; return the summary.
 
-    `extra_save(output_dir)` runs after `trainer.save_model()` on the saving process (the timm recipe writes timm's
-    `config.json` there). Returns `(eval metrics, summary text)`; the recipe prints the summary on the main process.
+    The save comes after the final evaluation, so the local model card states the numbers the summary prints; every
+    save records `data.eval_source` (`adv_results.json` `eval_data`), so `hf-advft evaluate` reuses these eval
+    examples. `extra_save(output_dir)` runs after `trainer.save_model()` on the saving process (the timm recipe writes
+    timm's `config.json` there). Returns `(eval metrics, summary text)`; the recipe prints the summary on the main
+    process.
     """
     args = trainer.args
+    trainer.model_card_fields["eval_data"] = data.eval_source
     result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    trainer.save_model()
-    if extra_save is not None and args.should_save:
-        extra_save(args.output_dir)
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)
-    trainer.save_state()
     metrics = trainer.evaluate()
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("eval", metrics)
+    trainer.save_model()
+    if extra_save is not None and args.should_save:
+        extra_save(args.output_dir)
+    trainer.save_state()
     if args.push_to_hub:
         trainer.push_to_hub(commit_message="Adversarial fine-tuning with hf-advft")
     return metrics, format_summary(metrics, args=args, data=data, model_name=model_name, how_to_load=how_to_load)

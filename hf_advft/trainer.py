@@ -30,6 +30,7 @@ from .objectives import compute_objective, kl_per_example, needs_clean_logits
 from .pixel_space import resolve_pixel_space
 from .schedules import SLOW_START_FAST_DECAY, epsilon_factor, get_slow_start_fast_decay_schedule
 from .training_args import AdvTrainingArguments
+<<<<<<< HEAD
 from .training_extras import (
     AdversarialWeightPerturbation,
     WeightEma,
@@ -37,6 +38,10 @@ from .training_extras import (
     batchnorm_stats_kept,
     freeze_batchnorm_stats,
 )
+=======
+from .training_extras import freeze_batchnorm_stats
+from .weights_hash import model_weights_sha256
+>>>>>>> fe08ea6 (Bind every card number to the weights it measured; best-model step; recipes save after evaluating and record their eval examples)
 
 
 logger = logging.get_logger(__name__)
@@ -129,6 +134,8 @@ class AdvTrainer(Trainer):
         # push_to_hub, kept for every later save; and when training started, for the card's wall time.
         self.model_card_fields: dict = {}
         self._train_start_time: float | None = None
+        # The step of the weights in the model when it is not the last step (the best model was loaded).
+        self._loaded_step: int | None = None
         logger.info(f"AdvTrainer: normalization from {self.pixel_space.source}.")
         if args.adv_channels_last:
             if not any(p.dim() == 4 for p in core.parameters()):
@@ -346,7 +353,16 @@ class AdvTrainer(Trainer):
             return self.lr_scheduler
         return super().create_scheduler(num_training_steps, optimizer)
 
+    @property
+    def weights_step(self) -> int:
+        """The optimizer step of the weights in the model: `state.global_step`, or the best step once
+        `load_best_model_at_end` loaded it (also after early stopping). Evaluations are logged under this step."""
+        return self.state.global_step if self._loaded_step is None else self._loaded_step
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" not in logs and "train_runtime" not in logs and any(k.endswith("_runtime") for k in logs):
+            self._log_evaluation(logs)
+            return
         # Training logs carry "loss"; they are emitted on every process at once, so the reduction below is safe.
         if "loss" in logs and self._adv_metrics:
             for key, values in self._adv_metrics.items():
@@ -360,6 +376,22 @@ class AdvTrainer(Trainer):
         if start_time is not None:
             self._train_start_time = start_time
         super().log(logs, start_time)
+
+    def _log_evaluation(self, logs: dict[str, float]) -> None:
+        """Log an evaluation under the step (and epoch) of the weights it measured, with their SHA-256 in the log
+        history (not sent to the loggers, which take numbers): the card states it only beside the same weights."""
+        state, step = self.state, self.weights_step
+        saved = state.global_step, state.epoch
+        if step != state.global_step:
+            state.global_step = step
+            state.epoch = next((h["epoch"] for h in reversed(state.log_history)
+                                if h.get("step") == step and "epoch" in h), state.epoch)
+        try:
+            super().log(logs)
+        finally:
+            state.global_step, state.epoch = saved
+        if self.is_world_process_zero() and not self._params_sharded():  # sharded weights are not whole here
+            state.log_history[-1]["weights_sha256"] = model_weights_sha256(self.accelerator.unwrap_model(self.model))
 
     def _total_spent(self) -> dict[str, int]:
         """Example-passes spent since the run began, summed over processes (a collective: call it on every process)."""
@@ -451,12 +483,21 @@ class AdvTrainer(Trainer):
             resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
             if resume_from_checkpoint is None:
                 raise ValueError(f"No complete checkpoint found in output directory ({self.args.output_dir}).")
+<<<<<<< HEAD
         if self._params_sharded() and (self._ema is not None or self._awp is not None):
             raise ValueError("adv_ema_decay and adv_awp_gamma need the whole model on every process; they are not "
                              "supported under FSDP or DeepSpeed ZeRO-3: use DDP (or ZeRO-1/2), or switch them off.")
         output = super().train(resume_from_checkpoint, *args, **kwargs)
         if self._ema is not None:  # from here on the model is the average: the AutoAttack below and later saves
             self._ema.copy_to_model()
+=======
+        self._loaded_step = None
+        output = super().train(resume_from_checkpoint, *args, **kwargs)
+        best = self.state.best_model_checkpoint
+        if self.args.load_best_model_at_end and best is not None:  # the Trainer's own condition for loading it
+            suffix = os.path.basename(os.path.normpath(best)).rsplit("-", 1)[-1]
+            self._loaded_step = int(suffix) if suffix.isdigit() else self.state.best_global_step
+>>>>>>> fe08ea6 (Bind every card number to the weights it measured; best-model step; recipes save after evaluating and record their eval examples)
         return self._autoattack_after_training(output)
 
     def _save_checkpoint(self, model, trial):
