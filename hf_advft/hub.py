@@ -536,7 +536,9 @@ class RobustModel:
             inputs, and `pixel_space.wrap(logits_fn)` gives attacks a function of pixels.
         preprocess: The transformers image processor, or timm's eval transform for PIL images; `None` if unknown.
         adv_config (`dict`, *optional*): Every adversarial training setting (`adv_config.json`); `None` if absent.
-        results (`dict`, *optional*): What the card was rendered from (`adv_results.json`): evaluation, compute.
+        results (`dict`, *optional*): What the card was rendered from (`adv_results.json`): evaluation (with the
+            `weights_sha256` it measured), compute, the normalization resolved at training and, from the recipes,
+            `eval_data` (the exact eval examples: `hf_advft.data.load_eval_source(results["eval_data"])` loads them).
         library (`str`): `"transformers"`, `"timm"` or `"torch"`.
         path (`str`): The local folder the files were read from.
     """
@@ -579,6 +581,9 @@ def load_robust_model(
     allow_pickle: bool = False,
 ) -> RobustModel:
     """Load a robust checkpoint, its normalization and its adversarial settings, from the Hub or a folder.
+
+    The normalization is the one the model was trained with: `adv_config.json`'s explicit mean/std, else the one
+    resolved at save time (`adv_results.json`), else the image processor's or timm's `pretrained_cfg`.
 
     The kind is read from the files: a timm `config.json` (`architecture` + `pretrained_cfg`) is built with
     `timm.create_model`, a transformers one with `AutoModelForImageClassification` (`trust_remote_code=False`);

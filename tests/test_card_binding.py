@@ -242,3 +242,9 @@ def test_transformers_is_bounded_to_the_tested_major_version():
     import transformers
 
     assert "<6" in spec.replace(" ", "") and transformers.__version__.startswith("5.")
+
+
+def test_evaluate_without_dataset_needs_a_recorded_one(tmp_path):
+    tiny_vit().save_pretrained(tmp_path / "vit")
+    with pytest.raises(SystemExit, match="records no eval dataset .* pass --dataset"):
+        cli_main(["evaluate", str(tmp_path / "vit"), "--attack", "pgd"])
