@@ -192,9 +192,9 @@ def run_evaluate(args) -> int:
         pixel_key=data.pixel_key, label_key=data.label_key, show_progress=not args.no_progress,
     )
     dataset = recorded["dataset"] if recorded is not None else args.dataset
-    result.notes.append(f"model {args.model} ({library}), dataset {dataset} ({data.eval_split}"
-                        f"{', the eval examples recorded at training, seed ' + str(recorded['seed']) if recorded else ''}"
-                        f"), normalization from {space.source}")
+    reused = f", the eval examples recorded at training, seed {recorded['seed']}" if recorded is not None else ""
+    result.notes.append(f"model {args.model} ({library}), dataset {dataset} ({data.eval_split}{reused}), "
+                        f"normalization from {space.source}")
     out_dir = Path(args.output_dir or (args.model if os.path.isdir(args.model) else "."))
     out_dir.mkdir(parents=True, exist_ok=True)
     result.to_json(out_dir / ROBUSTNESS_JSON)

@@ -90,7 +90,8 @@ def bind_evaluation(evaluation: dict | None, weights_sha256: str | None) -> tupl
         return evaluation, ("This evaluation records no hash of the weights it measured, so it could not be checked "
                             "against these weights.")
     if measured != weights_sha256:
-        return None, (f"An evaluation recorded in adv_results.json measured other weights (SHA-256 {short(measured)}…) "
-                      f"than the ones beside this card ({short(weights_sha256)}…): its numbers are left out. "
+        return None, (f"An evaluation recorded in adv_results.json measured other weights (SHA-256 "
+                      f"{short(measured)}…) than the ones beside this card ({short(weights_sha256)}…): its numbers "
+                      f"are left out. "
                       f"Evaluate these weights and save again.")
     return evaluation, None
