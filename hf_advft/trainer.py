@@ -30,7 +30,6 @@ from .objectives import compute_objective, kl_per_example, needs_clean_logits
 from .pixel_space import resolve_pixel_space
 from .schedules import SLOW_START_FAST_DECAY, epsilon_factor, get_slow_start_fast_decay_schedule
 from .training_args import AdvTrainingArguments
-<<<<<<< HEAD
 from .training_extras import (
     AdversarialWeightPerturbation,
     WeightEma,
@@ -38,10 +37,7 @@ from .training_extras import (
     batchnorm_stats_kept,
     freeze_batchnorm_stats,
 )
-=======
-from .training_extras import freeze_batchnorm_stats
 from .weights_hash import model_weights_sha256
->>>>>>> fe08ea6 (Bind every card number to the weights it measured; best-model step; recipes save after evaluating and record their eval examples)
 
 
 logger = logging.get_logger(__name__)
@@ -483,21 +479,17 @@ class AdvTrainer(Trainer):
             resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
             if resume_from_checkpoint is None:
                 raise ValueError(f"No complete checkpoint found in output directory ({self.args.output_dir}).")
-<<<<<<< HEAD
         if self._params_sharded() and (self._ema is not None or self._awp is not None):
             raise ValueError("adv_ema_decay and adv_awp_gamma need the whole model on every process; they are not "
                              "supported under FSDP or DeepSpeed ZeRO-3: use DDP (or ZeRO-1/2), or switch them off.")
-        output = super().train(resume_from_checkpoint, *args, **kwargs)
-        if self._ema is not None:  # from here on the model is the average: the AutoAttack below and later saves
-            self._ema.copy_to_model()
-=======
         self._loaded_step = None
         output = super().train(resume_from_checkpoint, *args, **kwargs)
         best = self.state.best_model_checkpoint
         if self.args.load_best_model_at_end and best is not None:  # the Trainer's own condition for loading it
             suffix = os.path.basename(os.path.normpath(best)).rsplit("-", 1)[-1]
             self._loaded_step = int(suffix) if suffix.isdigit() else self.state.best_global_step
->>>>>>> fe08ea6 (Bind every card number to the weights it measured; best-model step; recipes save after evaluating and record their eval examples)
+        if self._ema is not None:  # from here on the model is the average: the AutoAttack below and later saves
+            self._ema.copy_to_model()
         return self._autoattack_after_training(output)
 
     def _save_checkpoint(self, model, trial):
