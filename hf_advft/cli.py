@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import yaml
 
+
 # The exception types a user's input causes (wrong value, missing path or Hub repo, missing extra, bad YAML). Anything
 # else (a RuntimeError such as CUDA out of memory, a bug) keeps its traceback.
 USER_ERRORS = (ValueError, TypeError, OSError, ImportError, yaml.YAMLError)

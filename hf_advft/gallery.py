@@ -8,9 +8,9 @@ card (`gallery_image=`) and `make demo` draw it with [`plot_adversarial_gallery`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 

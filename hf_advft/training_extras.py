@@ -18,11 +18,13 @@ from torch import nn
 from transformers import TrainerCallback
 from transformers.utils import logging
 
+from .hub import PUSH_IGNORE
+
 
 logger = logging.get_logger(__name__)
 
 # In a checkpoint of a run with adv_ema_decay, `model.safetensors` holds the EMA; training resumes from these.
-NON_EMA_WEIGHTS_NAME = "non_ema_weights.safetensors"
+NON_EMA_WEIGHTS_NAME = PUSH_IGNORE[0]
 
 
 def batchnorm_modules(model: nn.Module) -> list[nn.Module]:

@@ -466,7 +466,9 @@ def test_cli_card_and_push(tmp_path, fake_hub, capsys, no_token):
     folder = tmp_path / "vit-robust"
     save_robust_model(tiny_vit(), folder, processor=_processor(), adv_config=_adv_args(tmp_path),
                       evaluation=_record())
-    for junk in ("optimizer.pt", "rng_state.pth", "trainer_state.json", "training_args.bin"):
+    # A checkpoint's training state, and the live weights an EMA run keeps beside the averaged model.safetensors.
+    for junk in ("optimizer.pt", "rng_state.pth", "trainer_state.json", "training_args.bin",
+                 "non_ema_weights.safetensors"):
         (folder / junk).write_bytes(b"checkpoint state")
     assert cli_main(["card", str(folder)]) == 0
     assert capsys.readouterr().out == (folder / "README.md").read_text()
