@@ -26,7 +26,7 @@ SAFE_WEIGHTS_INDEX = "model.safetensors.index.json"
 
 
 def _tensor_digest(tensor: torch.Tensor) -> str:
-    tensor = tensor.detach().to("cpu").contiguous()
+    tensor = tensor.detach().cpu().contiguous()
     digest = hashlib.sha256(f"{tensor.dtype}|{tuple(tensor.shape)}|".encode())
     if tensor.numel():
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
