@@ -2,6 +2,7 @@
 
 import ast
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -81,3 +82,21 @@ def test_hf_style_argument_entries_are_read_as_google_entries():
     assert lines[k + 1] == "            (each one forward and backward pass)."
     assert "        `RobustnessResult`" in lines
     assert not any("*optional*" in line for line in lines)
+
+
+def test_readme_is_a_front_page_with_the_two_commands_and_working_links():
+    readme = (ROOT / "README.md").read_text()
+    lines = readme.splitlines()
+    assert len(lines) <= 200, f"README.md has {len(lines)} lines: the guides belong in docs/"
+    # The two set-up commands, as lines of a shell block.
+    assert any(line.startswith("make demo   #") for line in lines)
+    assert any(line.startswith("make test   #") for line in lines)
+    targets = [t.split("#")[0] for t in re.findall(r"\]\(([^)\s]+)\)", readme) if "://" not in t]
+    assert "docs/index.md" in targets and "docs/api/index.md" in targets
+    missing = sorted({t for t in targets if t and not (ROOT / t).exists()})
+    assert not missing, f"README links to missing files: {missing}"
+    # Every guide in the site's navigation is linked from the front page.
+    nav_pages = re.findall(r":\s+([\w/]+\.md)\s*$", (ROOT / "mkdocs.yml").read_text(), re.M)
+    guides = {f"docs/{page}" for page in nav_pages if not page.startswith(("api/", "benchmarks/"))} - {"docs/index.md"}
+    assert guides, "no guide pages found in mkdocs.yml"
+    assert not guides - set(targets), f"guides not linked from README.md: {sorted(guides - set(targets))}"
