@@ -48,19 +48,6 @@ _CLEAN_KEY = "_hf_advft_clean_inputs"
 RANGE_CHECK_STEPS = 20
 
 
-def _batchnorm_state(model: torch.nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Copies of the running statistics of every BatchNorm layer (running mean/var, batches tracked)."""
-    return [(buf, buf.detach().clone()) for module in model.modules()
-            if isinstance(module, torch.nn.modules.batchnorm._NormBase) and module.track_running_stats
-            for buf in module.buffers(recurse=False) if buf is not None]
-
-
-def _load_batchnorm_state(model: torch.nn.Module, state) -> None:
-    with torch.no_grad():
-        for buf, saved in state:
-            buf.copy_(saved)
-
-
 class AdvTrainer(Trainer):
     """A `Trainer` that fine-tunes image classifiers on adversarial examples.
 
@@ -210,7 +197,7 @@ class AdvTrainer(Trainer):
         flags = [p.requires_grad for p in params]
         was_training = attack_model.training
         # In train mode every attack forward would also move BatchNorm's running statistics: only the update may.
-        running = _batchnorm_state(attack_model) if attack_mode == "train" else None
+        running = batchnorm_stats_kept(attack_model) if attack_mode == "train" else nullcontext()
         dtype = self._model_input_dtype()
         logits_fn = self.pixel_space.wrap(
             lambda x: self._logits(attack_model, x if dtype is None else x.to(dtype)))
@@ -219,12 +206,10 @@ class AdvTrainer(Trainer):
             for p in params:  # no weight gradients are needed, so no activations are kept for them
                 p.requires_grad_(False)
             # accelerate patches the autocast into the unwrapped module's forward, also under a sharding wrapper.
-            with (original_forward(self.accelerator.unwrap_model(model)) if full_precision
-                  else self.accelerator.autocast()):
+            with running, (original_forward(self.accelerator.unwrap_model(model)) if full_precision
+                           else self.accelerator.autocast()):
                 yield logits_fn
         finally:
-            if running is not None:
-                _load_batchnorm_state(attack_model, running)
             for p, flag in zip(params, flags):
                 p.requires_grad_(flag)
             attack_model.train(was_training)

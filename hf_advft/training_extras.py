@@ -48,9 +48,13 @@ def freeze_batchnorm_stats(model: nn.Module) -> int:
 
 @contextmanager
 def batchnorm_stats_kept(model: nn.Module):
-    """Run a block in which BatchNorm layers may normalise with batch statistics, then put their running statistics
-    back as they were (the AWP ascent step must not count as an update of them)."""
-    layers = batchnorm_modules(model)
+    """Run a block in which normalization layers may normalise with batch statistics, then put their running
+    statistics back as they were: the AWP ascent step and a train-mode attack must not count as updates of them.
+
+    Covers every layer that tracks running statistics (BatchNorm, SyncBatchNorm, InstanceNorm with
+    `track_running_stats=True`).
+    """
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats]
     saved = [[b.detach().clone() if b is not None else None for b in (m.running_mean, m.running_var,
                                                                        m.num_batches_tracked)] for m in layers]
     try:
