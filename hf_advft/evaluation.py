@@ -110,6 +110,12 @@ class RobustEvalConfig:
         metadata={"help": f"AutoAttack version, one of {AUTOATTACK_VERSIONS}. 'standard' = APGD-CE, APGD-T, FAB-T, "
                           f"Square (5,000 queries), as RobustBench."},
     )
+    autoattack_components: tuple[str, ...] | None = field(
+        default=None,
+        metadata={"help": f"Run only these components of the AutoAttack version, in its order, with its settings "
+                          f"(e.g. 'apgd-ce,apgd-t': the white-box part of standard AutoAttack, for CPU budgets); one "
+                          f"or more of {WHITE_BOX_COMPONENTS + ('square',)}. None: all of them."},
+    )
     square_queries: int = field(
         default=5000, metadata={"help": "Query budget of the stand-alone 'square' attack (AutoAttack's is 5,000)."}
     )
@@ -152,6 +158,14 @@ class RobustEvalConfig:
                           norm=self.norm, restarts=self.pgd_restarts)
         if self.autoattack_version not in AUTOATTACK_VERSIONS:
             raise ValueError(f"autoattack_version={self.autoattack_version!r}: use one of {AUTOATTACK_VERSIONS}.")
+        if self.autoattack_components is not None:
+            if isinstance(self.autoattack_components, str):
+                self.autoattack_components = tuple(c.strip() for c in self.autoattack_components.split(",") if c.strip())
+            self.autoattack_components = tuple(str(c).lower() for c in self.autoattack_components)
+            unknown = [c for c in self.autoattack_components if c not in WHITE_BOX_COMPONENTS + ("square",)]
+            if unknown or not self.autoattack_components:
+                raise ValueError(f"autoattack_components={self.autoattack_components!r}: use one or more of "
+                                 f"{WHITE_BOX_COMPONENTS + ('square',)}, e.g. 'apgd-ce,apgd-t'.")
         for name in ("batch_size", "square_queries", "check_steps_factor"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -258,6 +258,8 @@ def autoattack_robust_flags(net, pixels, labels, correct, *, cfg, components, sh
     targets = max(1, min(9, n_classes - 1))
     attack.apgd_targeted.n_target_classes, attack.fab.n_target_classes = targets, targets
     components = list(attack.attacks_to_run)
+    if components_only := getattr(cfg, "autoattack_components", None):  # a subset of the version, its settings kept
+        components = [c for c in components if c in components_only]
     if n_classes < 4 and "apgd-t" in components:
         components.remove("apgd-t")
         notes.append(f"APGD-T skipped: its targeted DLR loss needs at least 4 classes, the model has {n_classes}.")

@@ -313,3 +313,16 @@ def test_trainer_autoattack_option_validated(tmp_path, monkeypatch):
     with pytest.raises(ImportError, match="autoattack"):
         _trainer_args(tmp_path, adv_autoattack_examples=8)
     assert _trainer_args(tmp_path).adv_autoattack_examples == 0  # off by default, no extra needed
+
+
+def test_autoattack_components_runs_only_the_white_box_part(trained_cnn, digits16):
+    x, y = _held_out(digits16)
+    r = evaluate_robustness(trained_cnn, (x, y), epsilon=0.08, attacks="autoattack",
+                            autoattack_components="apgd-ce,apgd-t", masking_checks=False, curve_epsilons=())
+    assert list(r.autoattack_trace) == ["apgd-ce", "apgd-t"]  # FAB-T and Square did not run
+    ran = {k for k in r.attack_time_s if k.startswith("autoattack/")}
+    assert ran == {"autoattack/apgd-ce", "autoattack/apgd-t"}
+    assert r.autoattack_accuracy == r.autoattack_trace["apgd-t"] <= r.clean_accuracy
+    assert r.config["autoattack_components"] == ["apgd-ce", "apgd-t"]
+    with pytest.raises(ValueError, match="apgd-ce,apgd-t"):
+        RobustEvalConfig(autoattack_components="apgd-x")
