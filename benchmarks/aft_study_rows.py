@@ -1,0 +1,97 @@
+"""The rows of `aft_study.py`: what each trains, from where, with which AdvTrainingArguments, at which budget.
+
+A row's budget is a fraction of (a)'s adversarial forward+backward passes, A = n_train x at_epochs x k (PGD-k). A row
+attacking with p passes per example (k for PGD-k, 1 for FGSM-RS and N-FGSM) trains `fraction x at_epochs x k / p`
+epochs, so the single-step rows buy k times the epochs for the same passes.
+"""
+
+from __future__ import annotations
+
+
+# key: (label, start, budget fraction of A or None for clean training, technique overrides)
+#   start: "random" (random init), "imagenet" (the converted ImageNet weights), "clean" (the clean fine-tuned model)
+ROWS = {
+    "clean": ("clean fine-tuning of the ImageNet weights (start of every AFT row)", "imagenet", None, {}),
+    "a": ("(a) PGD-AT from random init, full budget", "random", 1.0, {"at": True}),
+    "aft4_ssfd": ("AFT 1/4, slow-start-fast-decay", "clean", 1 / 4, {}),
+    "e": ("(e) PGD-AT from the ImageNet weights, 1/4 budget", "imagenet", 1 / 4, {"at": True}),
+    "a_short": ("(a') PGD-AT from random init, 1/4 budget", "random", 1 / 4, {"at": True}),
+    "aft8_ssfd": ("AFT 1/8, slow-start-fast-decay", "clean", 1 / 8, {}),
+    "aft4_constant": ("AFT 1/4, constant LR", "clean", 1 / 4, {"lr_scheduler_type": "constant"}),
+    "aft4_cosine": ("AFT 1/4, cosine LR", "clean", 1 / 4, {"lr_scheduler_type": "cosine"}),
+    "aft4_delay": ("AFT 1/4, ssfd + delayed eps ramp", "clean", 1 / 4,
+                   {"adv_epsilon_schedule": "linear", "adv_epsilon_delay_ratio": 0.2, "adv_epsilon_warmup_ratio": 0.5}),
+    "aft4_nfgsm": ("AFT 1/4, N-FGSM (k x epochs)", "clean", 1 / 4, {"adv_attack": "n_fgsm"}),
+    "aft4_fgsm_rs": ("AFT 1/4, FGSM-RS (k x epochs)", "clean", 1 / 4, {"adv_attack": "fgsm_rs"}),
+    "aft4_trades": ("AFT 1/4, TRADES (beta 6)", "clean", 1 / 4, {"adv_objective": "trades"}),
+    "aft4_mart": ("AFT 1/4, MART (beta 6)", "clean", 1 / 4, {"adv_objective": "mart"}),
+    "aft4_ema": ("AFT 1/4, weight EMA", "clean", 1 / 4, {"adv_ema_decay": 0.99}),
+    "aft4_awp": ("AFT 1/4, AWP (gamma 5e-3)", "clean", 1 / 4, {"adv_awp_gamma": 5e-3}),
+    "aft4_lora": ("AFT 1/4, LoRA (peft, r 8)", "clean", 1 / 4, {"lora": True}),
+    # settings checks (what made the first try fail): BatchNorm statistics left live, and the AFT learning rate
+    "aft4_bn_live": ("AFT 1/4, ssfd, BatchNorm stats NOT frozen", "clean", 1 / 4, {"adv_freeze_bn": False}),
+    "aft4_lr_low": ("AFT 1/4, ssfd, LR / 3", "clean", 1 / 4, {"lr_factor": 1 / 3}),
+    "aft4_lr_high": ("AFT 1/4, ssfd, LR x 3", "clean", 1 / 4, {"lr_factor": 3.0}),
+    "aft8_constant": ("AFT 1/8, constant LR", "clean", 1 / 8, {"lr_scheduler_type": "constant"}),
+    "aft8_cosine": ("AFT 1/8, cosine LR", "clean", 1 / 8, {"lr_scheduler_type": "cosine"}),
+    "aft8_nfgsm": ("AFT 1/8, N-FGSM (k x epochs)", "clean", 1 / 8, {"adv_attack": "n_fgsm"}),
+    "aft8_trades": ("AFT 1/8, TRADES (beta 6)", "clean", 1 / 8, {"adv_objective": "trades"}),
+}
+# Most important first: the baselines the verdict needs, the main AFT row, then the techniques.
+DEFAULT_ROWS = ("clean", "a", "e", "a_short", "aft4_ssfd", "aft8_ssfd", "aft4_bn_live", "aft4_lr_low", "aft4_lr_high",
+                "aft4_constant", "aft4_cosine", "aft4_delay", "aft4_nfgsm", "aft4_trades", "aft4_mart", "aft4_fgsm_rs",
+                "aft4_ema", "aft4_awp", "aft4_lora")
+SINGLE_STEP = ("fgsm_rs", "n_fgsm")
+# LoRA: the 1x1 (pointwise) convolutions and the classifier; the head is new, so it trains fully.
+LORA_TARGETS = r".*(conv_pw|conv_pwl|conv_head)$"
+
+
+def row_spec(key: str, opts) -> dict:
+    """What `aft_study.train` needs for the row `key`: start, epochs, TrainingArguments and AdvTrainingArguments."""
+    if key not in ROWS:
+        raise ValueError(f"Unknown row {key!r}: the rows are {list(ROWS)}.")
+    label, start, fraction, tech = ROWS[key]
+    tech = dict(tech)
+    if fraction is None:  # clean fine-tuning
+        return {"key": key, "label": label, "start": start, "adversarial": False, "epochs": opts.clean_epochs,
+                "train_args": {"learning_rate": opts.clean_lr, "optim": "adamw_torch", "lr_scheduler_type": "cosine",
+                               "warmup_steps": 0.1, "weight_decay": opts.weight_decay}}
+    at = tech.pop("at", False)
+    lora = tech.pop("lora", False)
+    lr_factor = tech.pop("lr_factor", 1.0)
+    attack = tech.get("adv_attack", "pgd")
+    passes_per_example = 1 if attack in SINGLE_STEP else opts.train_steps
+    epochs = fraction * opts.at_epochs * opts.train_steps / passes_per_example
+    k = passes_per_example
+    adv_args = {"adv_steps": k, "adv_step_size": 2.5 * opts.epsilon / k if attack == "pgd" else opts.epsilon}
+    if at:  # PGD-AT: its own optimizer and schedule, BatchNorm as usual
+        train_args = {"learning_rate": opts.at_lr, "optim": "adamw_torch", "lr_scheduler_type": "cosine",
+                      "warmup_steps": 0.1, "weight_decay": opts.weight_decay}
+        if start == "imagenet" and opts.aft_epsilon_ramp:
+            adv_args.update(adv_epsilon_schedule="linear", adv_epsilon_warmup_ratio=0.3)
+    else:  # AFT from the clean model
+        train_args = {"learning_rate": opts.aft_lr * lr_factor * (opts.lora_lr_factor if lora else 1), "optim": "adamw_torch",
+                      "lr_scheduler_type": "slow_start_fast_decay", "weight_decay": opts.weight_decay}
+        adv_args["adv_freeze_bn"] = bool(opts.aft_freeze_bn)
+        if opts.aft_epsilon_ramp:
+            adv_args.update(adv_epsilon_schedule="linear", adv_epsilon_warmup_ratio=0.3)
+    for name, value in tech.items():
+        (train_args if name == "lr_scheduler_type" else adv_args)[name] = value
+    if attack in SINGLE_STEP:
+        adv_args.pop("adv_step_size")  # the attack sets its own step (1.25 eps for FGSM-RS, eps for N-FGSM)
+    return {"key": key, "label": label, "start": start, "adversarial": True, "epochs": epochs, "fraction": fraction,
+            "lora": lora, "train_args": train_args, "adv_args": adv_args}
+
+
+def missing_options(spec: dict) -> list[str]:
+    """The AdvTrainingArguments fields (or packages) this row needs that this hf_advft does not have."""
+    import dataclasses
+    import importlib.util
+
+    from hf_advft import AdvTrainingArguments
+
+    fields = {f.name for f in dataclasses.fields(AdvTrainingArguments)}
+    missing = [name for name in spec.get("adv_args", {}) if name not in fields]
+    if spec.get("lora") and importlib.util.find_spec("peft") is None:
+        missing.append("peft (pip install peft)")
+    return missing
