@@ -86,15 +86,22 @@ def build_model(opts, pretrained: bool, seed: int) -> GrayLite0:
     if opts.quick and not os.path.isdir(opts.weights_dir):
         pretrained = False  # the bookkeeping smoke run does not need the real weights
     if pretrained:
-        if not os.path.isfile(os.path.join(opts.weights_dir, "model.safetensors")):
-            import offline_weights
-
-            offline_weights.main(offline_weights.make_parser().parse_args(["--output_dir", opts.weights_dir]))
+        ensure_weights(opts)
         net = timm.create_model(f"local-dir:{os.path.abspath(opts.weights_dir)}", pretrained=True, num_classes=10)
     else:
         net = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=10)
     cfg = net.pretrained_cfg
     return GrayLite0(net, cfg.get("mean", (0.5,) * 3), cfg.get("std", (0.5,) * 3))
+
+
+def ensure_weights(opts) -> None:
+    """Convert the ImageNet weights into `--weights_dir` once (recipes/offline_weights.py), before any worker starts."""
+    if opts.quick and not os.path.isdir(opts.weights_dir):
+        return
+    if not os.path.isfile(os.path.join(opts.weights_dir, "model.safetensors")):
+        import offline_weights
+
+        offline_weights.main(offline_weights.make_parser().parse_args(["--output_dir", opts.weights_dir]))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -329,6 +336,7 @@ def main(opts) -> dict:
             json.dump(row, f)
         return row
     seeds = [int(s) for s in str(opts.seeds).split(",")]
+    ensure_weights(opts)
     report = _load_report(opts)
     start, load_at_start = time.time(), os.getloadavg()[0]
     report["runs"].append({"command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M UTC",
