@@ -212,22 +212,31 @@ def autoattack_settings(opts) -> dict:
 
 # --------------------------------------------------------------------------------------------------------------------
 # The study
-def _settings_key(opts) -> dict:
-    """The settings a finished row depends on: a re-run resumes only when they are the same."""
-    names = ("quick", "image_size", "n_train", "n_test", "batch_size", "epsilon", "train_steps", "at_epochs",
-             "at_lr", "clean_epochs", "clean_lr", "aft_lr", "lora_lr_factor", "aft_freeze_bn", "aft_epsilon_ramp",
-             "weight_decay", "autoattack_examples", "autoattack_components")
+_COMMON = ("quick", "image_size", "n_train", "n_test", "batch_size", "epsilon", "train_steps", "at_epochs",
+           "weight_decay", "autoattack_examples", "autoattack_components")
+_CLEAN = ("clean_epochs", "clean_lr")
+_AFT = _CLEAN + ("aft_lr", "lora_lr_factor", "aft_freeze_bn", "aft_epsilon_ramp")
+
+
+def _settings_key(opts, key: str) -> dict:
+    """The settings row `key` depends on: a re-run keeps a finished row only when they are the same."""
+    start = ROWS[key][1]
+    names = _COMMON + (_CLEAN if key == "clean" else _AFT if start == "clean" else ("at_lr", "aft_epsilon_ramp"))
     return {name: getattr(opts, name) for name in names}
 
 
 def _load_report(opts) -> dict:
+    """The report so far: rows of other settings (or of unknown rows) are dropped, so they run again."""
+    report = {"rows": [], "runs": []}
     if not opts.fresh and os.path.isfile(opts.json):
         with open(opts.json) as f:
             report = json.load(f)
-        if report.get("settings") == _settings_key(opts):
-            return report
-        logger.warning("%s holds rows of other settings: starting over (it is overwritten).", opts.json)
-    return {"settings": _settings_key(opts), "rows": [], "runs": []}
+        kept = [r for r in report["rows"] if r["key"] in ROWS and r.get("study_settings") == _settings_key(opts, r["key"])]
+        if len(kept) < len(report["rows"]):
+            logger.warning("%s: %d row(s) of other settings dropped; they run again.", opts.json,
+                           len(report["rows"]) - len(kept))
+        report["rows"] = kept
+    return report
 
 
 def _write(report, opts) -> None:
@@ -244,7 +253,7 @@ def run_row(key: str, seed: int, opts) -> dict:
     missing = missing_options(spec)
     if missing:
         return {"key": key, "seed": seed, "label": spec["label"], "status": "not run",
-                "why": f"this hf_advft lacks {missing}"}
+                "why": f"this hf_advft lacks {missing}", "study_settings": _settings_key(opts, key)}
     clean_path = os.path.join(opts.output_dir, f"clean_seed{seed}.pt")
     x_tr, y_tr, x_te, y_te = load_data(opts, seed)
     model = build_model(opts, pretrained=spec["start"] != "random", seed=seed)
@@ -259,7 +268,8 @@ def run_row(key: str, seed: int, opts) -> dict:
             json.dump(run, f)
     metrics = evaluate(model, x_te, y_te, opts, autoattack=key in opts.autoattack_set)
     row = {"key": key, "seed": seed, "label": spec["label"], "status": "done", **run, **metrics,
-           "settings": {**spec.get("train_args", {}), **spec.get("adv_args", {})}}
+           "settings": {**spec.get("train_args", {}), **spec.get("adv_args", {})},
+           "study_settings": _settings_key(opts, key)}
     if spec["start"] == "clean":  # the clean fine-tuning is part of an AFT row's total compute
         with open(clean_path + ".json") as f:
             clean_run = json.load(f)
@@ -283,6 +293,15 @@ def _run_all(pending, report, opts) -> None:
         return
     os.makedirs(opts.output_dir, exist_ok=True)
     running = {}
+    for key, seed in list(pending):  # rows a worker finished, or still runs, for an earlier coordinator of this study
+        out = os.path.join(opts.output_dir, f"row_{key}_seed{seed}")
+        row = _worker_row(out, opts)
+        if row is not None:
+            pending.remove((key, seed))
+            _record(report, opts, row)
+        elif _alive(out + ".pid"):
+            pending.remove((key, seed))
+            running[(key, seed)] = (None, out)
     while pending or running:
         for key, seed in list(pending):
             if len(running) >= opts.jobs:
@@ -302,24 +321,43 @@ def _run_all(pending, report, opts) -> None:
             break
         time.sleep(opts.poll_seconds)
         for (key, seed), (proc, out) in list(running.items()):
-            if proc.poll() is None:
+            if (proc.poll() is None) if proc is not None else _alive(out + ".pid"):
                 continue
             del running[(key, seed)]
-            if proc.returncode == 0 and os.path.isfile(out + ".json"):
-                with open(out + ".json") as f:
-                    _record(report, opts, json.load(f))
+            row = _worker_row(out, opts)
+            if row is not None:
+                _record(report, opts, row)
             else:
                 with open(out + ".log") as f:
                     tail = f.read()[-1500:]
+                code = proc.returncode if proc is not None else "unknown (a worker of an earlier coordinator)"
                 _record(report, opts, {"key": key, "seed": seed, "label": ROWS[key][0], "status": "failed",
-                                       "why": f"exit {proc.returncode}: {tail}"})
+                                       "why": f"exit {code}: {tail}"})
+
+
+def _worker_row(out: str, opts) -> dict | None:
+    """The row a worker wrote to `out`.json, if it ran with these settings."""
+    if not os.path.isfile(out + ".json") or _alive(out + ".pid"):
+        return None
+    with open(out + ".json") as f:
+        row = json.load(f)
+    return row if row.get("study_settings") == _settings_key(opts, row["key"]) else None
+
+
+def _alive(pid_file: str) -> bool:
+    try:
+        with open(pid_file) as f:
+            os.kill(int(f.read()), 0)  # signal 0: only asks whether the process exists
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 def main(opts) -> dict:
     if opts.quick:
-        opts.image_size, opts.n_train, opts.n_test, opts.batch_size = 32, 64, 16, 32
+        opts.image_size, opts.n_train, opts.n_test, opts.batch_size = 32, 32, 8, 16
         opts.at_epochs, opts.clean_epochs, opts.train_steps = 1, 0.5, 2
-        opts.autoattack_examples = min(opts.autoattack_examples, 8)
+        opts.autoattack_examples = min(opts.autoattack_examples, 4)
     for name, ext in (("json", "json"), ("plot", "png"), ("markdown", "md")):
         if getattr(opts, name) is None:
             setattr(opts, name, f"benchmarks/results/aft_study{'_quick' if opts.quick else ''}.{ext}")
@@ -331,9 +369,15 @@ def main(opts) -> dict:
     torch.set_num_threads(opts.threads)
     if opts.worker:  # one row in a worker process of `--jobs N`: its row goes to --worker_out
         key, seed = opts.worker.split(":")
-        row = run_row(key, int(seed), opts)
-        with open(opts.worker_out, "w") as f:
-            json.dump(row, f)
+        pid_file = os.path.splitext(opts.worker_out)[0] + ".pid"
+        with open(pid_file, "w") as f:
+            f.write(str(os.getpid()))
+        try:
+            row = run_row(key, int(seed), opts)
+            with open(opts.worker_out, "w") as f:
+                json.dump(row, f)
+        finally:
+            os.remove(pid_file)
         return row
     seeds = [int(s) for s in str(opts.seeds).split(",")]
     ensure_weights(opts)
@@ -343,6 +387,7 @@ def main(opts) -> dict:
                                                                                            time.gmtime()),
                            "hardware": hardware(opts.device), "load_average_at_start": load_at_start,
                            "torch": torch.__version__, "hf_advft_commit": _commit()})
+    report["settings"] = {name: getattr(opts, name) for name in _COMMON + _AFT + ("at_lr",)}
     done = {(r["key"], r["seed"]) for r in report["rows"] if r["status"] == "done"}
     for key, seed in sorted(done):
         logger.info("row %s seed %d: already in %s, skipped", key, seed, opts.json)
@@ -372,7 +417,8 @@ def _commit() -> str | None:
 def _record(report, opts, row) -> None:
     report["rows"] = [r for r in report["rows"] if (r["key"], r["seed"]) != (row["key"], row["seed"])] + [row]
     _write(report, opts)
-    print(json.dumps({k: v for k, v in row.items() if k not in ("settings", "autoattack_trace")}), flush=True)
+    print(json.dumps({k: v for k, v in row.items() if k not in ("settings", "study_settings", "autoattack_trace")}),
+          flush=True)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -485,8 +531,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--train_steps", type=int, default=3, help="k of the PGD-k training attack (step 2.5 eps / k).")
     p.add_argument("--at_epochs", type=float, default=4, help="Epochs of (a), PGD-AT from random init.")
     p.add_argument("--at_lr", type=float, default=2e-3, help="AdamW LR of the PGD-AT rows (cosine, 10%% warm-up).")
-    p.add_argument("--clean_epochs", type=float, default=2)
-    p.add_argument("--clean_lr", type=float, default=1e-3)
+    p.add_argument("--clean_epochs", type=float, default=3)
+    p.add_argument("--clean_lr", type=float, default=3e-4, help="AdamW LR of the clean fine-tuning (cosine).")
     p.add_argument("--aft_lr", type=float, default=3e-4, help="AdamW peak LR of the AFT rows.")
     p.add_argument("--lora_lr_factor", type=float, default=10.0, help="LoRA rows train at aft_lr x this.")
     p.add_argument("--aft_freeze_bn", type=int, default=1, help="1: AFT rows keep BatchNorm frozen (adv_freeze_bn).")
@@ -498,7 +544,7 @@ def make_parser() -> argparse.ArgumentParser:
                    help="Rows evaluated with AutoAttack too ('all' for every row).")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core machine).")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--jobs", type=int, default=5, help="Rows trained at once, each in its own process.")
+    p.add_argument("--jobs", type=int, default=10, help="Rows trained at once, each in its own process.")
     p.add_argument("--poll_seconds", type=float, default=5.0, help=argparse.SUPPRESS)
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # KEY:SEED, set by --jobs
     p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)

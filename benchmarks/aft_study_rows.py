@@ -63,7 +63,7 @@ def row_spec(key: str, opts) -> dict:
     passes_per_example = 1 if attack in SINGLE_STEP else opts.train_steps
     epochs = fraction * opts.at_epochs * opts.train_steps / passes_per_example
     k = passes_per_example
-    adv_args = {"adv_steps": k, "adv_step_size": 2.5 * opts.epsilon / k if attack == "pgd" else opts.epsilon}
+    adv_args = {"adv_steps": k, "adv_step_size": min(2.5 * opts.epsilon / k, opts.epsilon)}
     if at:  # PGD-AT: its own optimizer and schedule, BatchNorm as usual
         train_args = {"learning_rate": opts.at_lr, "optim": "adamw_torch", "lr_scheduler_type": "cosine",
                       "warmup_steps": 0.1, "weight_decay": opts.weight_decay}

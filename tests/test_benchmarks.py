@@ -184,3 +184,46 @@ def test_fashion_mnist_reader(compute_to_robustness, tmp_path):
     opts.data_dir = str(tmp_path / "missing")
     with pytest.raises(FileNotFoundError, match="apt-get install -y dataset-fashion-mnist"):
         compute_to_robustness.load_data(opts)
+
+
+@pytest.mark.slow
+def test_aft_study_quick_bookkeeping_and_resume(tmp_path):
+    """benchmarks/aft_study.py --quick on fake Fashion-MNIST files: passes, totals, partial JSON, resume, outputs."""
+    study = _load("aft_study")
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 40), ("t10k", 20)):
+        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    out = tmp_path / "study.json"
+    argv = ["--quick", "--rows", "clean,a,aft4_ssfd", "--jobs", "1", "--data_dir", str(tmp_path),
+            "--weights_dir", str(tmp_path / "no_weights"), "--output_dir", str(tmp_path / "run"),
+            "--json", str(out), "--plot", str(tmp_path / "study.png"), "--markdown", str(tmp_path / "study.md"),
+            "--autoattack_rows", "a"]
+    opts = study.make_parser().parse_args(argv)
+    study.main(opts)
+    saved = json.loads(out.read_text())
+    rows = {r["key"]: r for r in saved["rows"]}
+    assert list(rows) == ["clean", "a", "aft4_ssfd"] and all(r["status"] == "done" for r in rows.values())
+    k, batch = opts.train_steps, opts.batch_size
+    a, aft, clean = rows["a"], rows["aft4_ssfd"], rows["clean"]
+    # AdvTrainer's own count: k attack passes and 1 update pass per example; clean training 1 pass per example.
+    assert a["attack_passes"] == opts.at_epochs * opts.n_train * k and a["update_passes"] == opts.at_epochs * opts.n_train
+    assert aft["attack_passes"] == aft["steps"] * batch * k and aft["update_passes"] == aft["steps"] * batch
+    assert clean["attack_passes"] == 0 and clean["update_passes"] == opts.clean_epochs * opts.n_train
+    assert aft["pretrain_passes"] == clean["update_passes"] and "pretrain_passes" not in a
+    assert aft["settings"]["adv_freeze_bn"] is True and aft["settings"]["lr_scheduler_type"] == "slow_start_fast_decay"
+    # AutoAttack (APGD-CE + APGD-T through evaluate_robustness) only on the rows asked for.
+    assert a["n_autoattack"] == opts.autoattack_examples and list(a["autoattack_trace"]) == ["apgd-ce", "apgd-t"]
+    assert aft["autoattack_accuracy"] is None and 0 <= aft["pgd20_accuracy"] <= aft["clean_accuracy"] <= 1
+    assert saved["verdict"]["metric"] == "PGD-20" or saved["verdict"]["reaches"] is None
+    table = (tmp_path / "study.md").read_text()
+    assert table.count("\n| ") == 3 + 1 and "not run" in table  # header + 3 rows; AutoAttack not run on two
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (tmp_path / "study.png").stat().st_size > 0
+    # A re-run with the same settings skips the finished rows (no retraining: the rows are unchanged) ...
+    study.main(study.make_parser().parse_args(argv))
+    again = json.loads(out.read_text())
+    assert again["rows"] == saved["rows"] and len(again["runs"]) == 2
+    # An unknown row fails before any training.
+    with pytest.raises(ValueError, match="Unknown row"):
+        study.main(study.make_parser().parse_args([*argv[:2], "clean,zzz", *argv[3:]]))
