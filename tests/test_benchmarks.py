@@ -215,7 +215,9 @@ def test_aft_study_quick_bookkeeping_and_resume(tmp_path):
     # AutoAttack (APGD-CE + APGD-T through evaluate_robustness) only on the rows asked for.
     assert a["n_autoattack"] == opts.autoattack_examples and list(a["autoattack_trace"]) == ["apgd-ce", "apgd-t"]
     assert aft["autoattack_accuracy"] is None and 0 <= aft["pgd20_accuracy"] <= aft["clean_accuracy"] <= 1
-    assert saved["verdict"]["metric"] == "PGD-20" or saved["verdict"]["reaches"] is None
+    v = saved["verdict"]  # AutoAttack ran on (a) only: the AFT row is judged on PGD-20, like (a)
+    assert v["metric"] == "PGD-20" and v["best"] == "aft4_ssfd" and v["adversarial_ratio"] == 32 / 64
+    assert v["reaches"] == (aft["pgd20_accuracy"] >= a["pgd20_accuracy"] and aft["clean_accuracy"] >= a["clean_accuracy"])
     table = (tmp_path / "study.md").read_text()
     assert table.count("\n| ") == 3 + 1 and "not run" in table  # header + 3 rows; AutoAttack not run on two
     if importlib.util.find_spec("matplotlib") is not None:
