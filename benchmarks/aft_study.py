@@ -181,23 +181,29 @@ def train(model, data, opts, spec: dict, seed: int) -> dict:
 
 # --------------------------------------------------------------------------------------------------------------------
 # Evaluation: one path, hf_advft.evaluation.evaluate_robustness, for every robust number.
-def evaluate(model, x, y, opts, autoattack: bool) -> dict:
+def evaluate(model, x, y, opts) -> dict:
+    """Clean and PGD-20 accuracy on the first `--n_test` test images."""
     from hf_advft.evaluation import evaluate_robustness
 
     start = time.perf_counter()
     pgd = evaluate_robustness(model, (x, y), epsilon=opts.epsilon, attacks=("pgd",), pgd_steps=20,
                               n_examples=opts.n_test, curve_epsilons=(), masking_checks=False, seed=0,
                               batch_size=250, device=opts.device)
-    out = {"clean_accuracy": pgd.clean_accuracy, "pgd20_accuracy": pgd.pgd_accuracy, "n_pgd": pgd.n_examples,
-           "autoattack_accuracy": None, "autoattack_trace": None, "n_autoattack": 0}
-    if autoattack and opts.autoattack_examples > 0:
-        aa = evaluate_robustness(model, (x, y), epsilon=opts.epsilon, attacks=("autoattack",),
-                                 n_examples=opts.autoattack_examples, curve_epsilons=(), masking_checks=False,
-                                 seed=0, batch_size=250, device=opts.device, **autoattack_settings(opts))
-        out.update(autoattack_accuracy=aa.autoattack_accuracy, autoattack_trace=aa.autoattack_trace,
-                   n_autoattack=aa.n_examples)
-    out["eval_seconds"] = round(time.perf_counter() - start, 1)
-    return out
+    return {"clean_accuracy": pgd.clean_accuracy, "pgd20_accuracy": pgd.pgd_accuracy, "n_pgd": pgd.n_examples,
+            "autoattack_accuracy": None, "autoattack_trace": None, "n_autoattack": 0,
+            "eval_seconds": round(time.perf_counter() - start, 1)}
+
+
+def evaluate_autoattack(model, x, y, opts) -> dict:
+    """AutoAttack (`--autoattack_components` of standard AutoAttack) on the first `--autoattack_examples` images."""
+    from hf_advft.evaluation import evaluate_robustness
+
+    start = time.perf_counter()
+    aa = evaluate_robustness(model, (x, y), epsilon=opts.epsilon, attacks=("autoattack",),
+                             n_examples=opts.autoattack_examples, curve_epsilons=(), masking_checks=False,
+                             seed=0, batch_size=250, device=opts.device, **autoattack_settings(opts))
+    return {"autoattack_accuracy": aa.autoattack_accuracy, "autoattack_trace": aa.autoattack_trace,
+            "n_autoattack": aa.n_examples, "autoattack_seconds": round(time.perf_counter() - start, 1)}
 
 
 def autoattack_settings(opts) -> dict:
@@ -269,14 +275,18 @@ def run_row(key: str, seed: int, opts) -> dict:
         torch.save(model.state_dict(), clean_path)
         with open(clean_path + ".json", "w") as f:
             json.dump(run, f)
-    metrics = evaluate(model, x_te, y_te, opts, autoattack=key in opts.autoattack_set)
-    row = {"key": key, "seed": seed, "label": spec["label"], "status": "done", **run, **metrics,
-           "settings": {**spec.get("train_args", {}), **spec.get("adv_args", {})},
+    row = {"key": key, "seed": seed, "label": spec["label"], "status": "done", **run,
+           **evaluate(model, x_te, y_te, opts), "settings": {**spec.get("train_args", {}), **spec.get("adv_args", {})},
            "study_settings": _settings_key(opts, key)}
     if spec["start"] == "clean":  # the clean fine-tuning is part of an AFT row's total compute
         with open(clean_path + ".json") as f:
             clean_run = json.load(f)
         row["pretrain_passes"], row["pretrain_seconds"] = clean_run["update_passes"], clean_run["train_seconds"]
+    if key in opts.autoattack_set and opts.autoattack_examples > 0:
+        if opts.worker_out:  # AutoAttack is slow on CPU: the row without it is kept should the run be stopped
+            with open(opts.worker_out, "w") as f:
+                json.dump({**row, "autoattack_note": "stopped before AutoAttack finished"}, f)
+        row.update(evaluate_autoattack(model, x_te, y_te, opts))
     return row
 
 
