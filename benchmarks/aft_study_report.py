@@ -7,6 +7,8 @@ import os
 
 
 logger = logging.getLogger("aft_study")
+# Below this robust accuracy (a) has learned nothing to reach: the verdict says so instead of a vacuous "yes".
+MIN_BASELINE_ROBUSTNESS = 0.05
 
 
 def _robust(row):
@@ -34,6 +36,13 @@ def verdict(rows) -> dict:
         metric, comparable, score = "AutoAttack", with_aa, _robust
     else:
         metric, comparable, score = "PGD-20", aft, (lambda r: r["pgd20_accuracy"])
+    if score(a) < MIN_BASELINE_ROBUSTNESS:  # "reaching" a baseline with no robustness would mean nothing
+        best = max(comparable, key=score)
+        return {"text": f"NO VERDICT: (a) itself learned no robustness ({metric} {score(a):.3f}, clean "
+                        f"{a['clean_accuracy']:.3f}), so reaching it means nothing; the best AFT row, {best['label']}, "
+                        f"has {metric} {score(best):.3f}. The budget is too small for the comparison.",
+                "metric": metric, "reaches": None, "best": best["key"],
+                "adversarial_ratio": best["attack_passes"] / a["attack_passes"], "target_met": False}
     reaching = sorted((r for r in comparable if score(r) >= score(a) and r["clean_accuracy"] >= a["clean_accuracy"]),
                       key=lambda r: r["attack_passes"])
     best = reaching[0] if reaching else max(comparable, key=score)

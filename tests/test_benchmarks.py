@@ -217,7 +217,16 @@ def test_aft_study_quick_bookkeeping_and_resume(tmp_path):
     assert aft["autoattack_accuracy"] is None and 0 <= aft["pgd20_accuracy"] <= aft["clean_accuracy"] <= 1
     v = saved["verdict"]  # AutoAttack ran on (a) only: the AFT row is judged on PGD-20, like (a)
     assert v["metric"] == "PGD-20" and v["best"] == "aft4_ssfd" and v["adversarial_ratio"] == 32 / 64
-    assert v["reaches"] == (aft["pgd20_accuracy"] >= a["pgd20_accuracy"] and aft["clean_accuracy"] >= a["clean_accuracy"])
+    if a["pgd20_accuracy"] < study.MIN_BASELINE_ROBUSTNESS:  # nothing to reach: no vacuous "yes"
+        assert v["reaches"] is None and v["text"].startswith("NO VERDICT")
+    else:
+        assert v["reaches"] == (aft["pgd20_accuracy"] >= a["pgd20_accuracy"]
+                                and aft["clean_accuracy"] >= a["clean_accuracy"])
+    # A baseline with robustness is judged: an AFT row matching it at 1/2 of its passes is a "yes".
+    fake = [{**a, "pgd20_accuracy": 0.5, "autoattack_accuracy": None},
+            {**aft, "pgd20_accuracy": 0.5, "clean_accuracy": a["clean_accuracy"]}]
+    judged = study.verdict(fake)
+    assert judged["reaches"] is True and judged["adversarial_ratio"] == 0.5 and not judged["target_met"]
     table = (tmp_path / "study.md").read_text()
     assert table.count("\n| ") == 3 and "not run" in table  # 3 rows below the header; AutoAttack not run on two
     if importlib.util.find_spec("matplotlib") is not None:
