@@ -38,6 +38,7 @@ from .evaluation_utils import (
 )
 from .masking_checks import (  # noqa: F401  (GradientMaskingWarning, MaskingCheck: public here too)
     CHECK_SLACK,
+    WHITE_BOX_COMPONENTS,
     GradientMaskingWarning,
     MaskingCheck,
     run_masking_checks,
