@@ -45,9 +45,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench_common
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "recipes"))  # offline_weights
 
 import torch  # noqa: E402
-from bench_common import DictDataset, hardware  # noqa: E402
 from aft_study_report import MIN_BASELINE_ROBUSTNESS, plot, to_markdown, verdict  # noqa: E402, F401
 from aft_study_rows import DEFAULT_ROWS, LORA_TARGETS, ROWS, missing_options, row_spec  # noqa: E402
+from bench_common import DictDataset, hardware  # noqa: E402
 from torch import nn  # noqa: E402
 from transformers import PrinterCallback, Trainer, TrainingArguments  # noqa: E402
 from transformers.modeling_outputs import ImageClassifierOutput  # noqa: E402
