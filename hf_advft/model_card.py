@@ -41,7 +41,7 @@ CARD_TAGS = ["adversarial-robustness", "adversarial-fine-tuning", "hf-advft", "i
 CARD_FIELDS = ("model_name", "base_model", "license", "datasets", "dataset_name", "dataset_split", "tags")
 NORM_NAMES = {"linf": "L∞", "l2": "L2"}
 NORM_IDS = {"linf": "Linf", "l2": "L2"}
-# The log key prefix of the accuracy after each AutoAttack component (`hf_advft.evaluation.autoattack_metrics`).
+# The log key prefix of the accuracy after each AutoAttack component (`hf_advft.trainer_autoattack.autoattack_metrics`).
 AUTOATTACK_AFTER = "_autoattack_after_"
 
 __all__ = [

@@ -22,13 +22,14 @@ from transformers.utils import logging
 
 from .attacks import SINGLE_STEP_ATTACKS, fgsm, n_fgsm, pgd, robust_under_pgd
 from .checkpointing import ComputeSpentCallback, last_complete_checkpoint
-from .evaluation import autoattack_metrics, compute_accuracy
+from .evaluation import compute_accuracy
 from .evaluation_utils import evaluation_precision, logits_of, original_forward
 from .hub import base_model_of_adapter, copy_card_files, is_adapter_model, require_token, save_trainer_files
 from .model_card import ADV_CONFIG_NAME
 from .objectives import compute_objective, kl_per_example, needs_clean_logits
 from .pixel_space import resolve_pixel_space
 from .schedules import SLOW_START_FAST_DECAY, epsilon_factor, get_slow_start_fast_decay_schedule
+from .trainer_autoattack import autoattack_metrics
 from .training_args import AdvTrainingArguments
 from .training_extras import (
     AdversarialWeightPerturbation,
