@@ -27,12 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 EPS = 8 / 255
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: as fast, and immune to oversubscribed cores
-    yield
-    torch.set_num_threads(threads)
+# Tiny models: one intra-op thread (conftest's `one_thread`) is as fast and immune to oversubscribed cores.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _args(tmp_path, **kw):

@@ -22,12 +22,8 @@ FAST = ["--dataset_name", "digits", "--max_train_samples", "32", "--max_eval_sam
         "--save_strategy", "no", "--seed", "0"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: as fast, and immune to oversubscribed cores
-    yield
-    torch.set_num_threads(threads)
+# Tiny models: one intra-op thread (conftest's `one_thread`) is as fast and immune to oversubscribed cores.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _vit_dir(tmp_path):

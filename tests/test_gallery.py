@@ -13,12 +13,8 @@ from hf_advft.pixel_space import PixelSpace
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models: one intra-op thread (conftest's `one_thread`) is as fast and immune to oversubscribed cores.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _linear(seed=0):

@@ -28,12 +28,8 @@ reference_pkg = pytest.importorskip(
 DAISY = 985  # ImageNet class of sklearn's sample "flower.jpg"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models: one intra-op thread (conftest's `one_thread`) is as fast and immune to oversubscribed cores.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

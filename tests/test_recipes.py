@@ -34,14 +34,8 @@ FAST = ["--num_train_epochs", "1", "--per_device_train_batch_size", "8", "--per_
         "--eval_split", "test", "--logging_steps", "1", "--seed", "0"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # On a loaded 2-core machine, two OpenMP threads that wait for each other make a tiny forward pass ~100x slower
-    # than one thread; these tests use tiny tensors, so one thread loses nothing.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models: one intra-op thread (conftest's `one_thread`) is as fast and immune to oversubscribed cores.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _imagefolder(tmp_path, n_train=32, n_test=16, **kw):
