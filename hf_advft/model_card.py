@@ -5,6 +5,9 @@ setting) and `adv_results.json` (what was measured, what it cost, what the model
 rendered from them with `huggingface_hub.ModelCard.from_template`; its model-index and its evaluation table come from
 the same list of rows, so the card cannot contradict the numbers it was rendered from, and `hf-advft card PATH`
 renders the same card again from the files alone.
+
+Three modules, one per seam: the evaluation record (`hf_advft.model_card_record`), the other facts gathered at save
+time (`hf_advft.model_card_facts`) and the rendering (here). Every public name of the three is importable from here.
 """
 
 from __future__ import annotations
@@ -13,17 +16,26 @@ import datetime
 import inspect
 import math
 import os
-import platform
-from collections.abc import Mapping
-from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any
 
-import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers.utils import logging
 
-from .attacks import NORMS
+from .model_card_facts import (  # noqa: F401 (the facts' helpers: `hf_advft.model_card` is their home too)
+    CARD_FIELDS,
+    base_model_of,
+    card_results,
+    compute_from_logs,
+    hardware_name,
+    input_shape_of,
+    library_of,
+)
+from .model_card_record import (  # noqa: F401 (summarize_evaluation is public here)
+    AUTOATTACK_AFTER,
+    autoattack_components,
+    evaluation_from_logs,
+    summarize_evaluation,
+)
 from .schedules import SLOW_START_FAST_DECAY, get_slow_start_fast_decay_schedule
 from .weights_hash import bind_evaluation, short
 
@@ -37,12 +49,8 @@ TEMPLATE_NAME = "robust_model_card.md"
 # A README that contains this string was written by hf-advft and may be rewritten; any other README is the user's.
 MODEL_CARD_MARKER = "hf-advft:model-card"
 CARD_TAGS = ["adversarial-robustness", "adversarial-fine-tuning", "hf-advft", "image-classification"]
-# Metadata the card accepts beside the measured facts (the YAML header, the title, the dataset names).
-CARD_FIELDS = ("model_name", "base_model", "license", "datasets", "dataset_name", "dataset_split", "tags")
 NORM_NAMES = {"linf": "L∞", "l2": "L2"}
 NORM_IDS = {"linf": "Linf", "l2": "L2"}
-# The log key prefix of the accuracy after each AutoAttack component (`hf_advft.trainer_autoattack.autoattack_metrics`).
-AUTOATTACK_AFTER = "_autoattack_after_"
 
 __all__ = [
     "ADV_CONFIG_NAME",
@@ -73,237 +81,6 @@ def format_epsilon(epsilon: float, norm: str = "linf") -> str:
     return f"{epsilon:.4g}"
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Evaluation: every accepted result becomes one canonical dict, the only thing the card's numbers are read from
-def summarize_evaluation(result: Any, *, dataset: str | None = None) -> dict[str, Any]:
-    """Turn an evaluation result into the card's evaluation record (checked, JSON-ready).
-
-    Accepts a [`~hf_advft.evaluation.RobustnessResult`] (from `evaluate_robustness`), its `to_dict()`, or a record
-    already in this form: `{"norm", "epsilon", "n_examples", "source", "rows": [{"name", "accuracy", "n_examples",
-    "details"}, ...]}` with the clean row named `"Clean"`.
-
-    Raises:
-        `TypeError` for anything else; `ValueError` for an accuracy outside [0, 1], a non-positive epsilon or example
-        count, an unknown norm or two rows with one name.
-
-    Example:
-
-    ```python
-    >>> from hf_advft.model_card import summarize_evaluation
-    >>> record = summarize_evaluation({"norm": "linf", "epsilon": 8 / 255, "n_examples": 100, "source": "my eval",
-    ...                                "rows": [{"name": "Clean", "accuracy": 0.9, "n_examples": 100},
-    ...                                         {"name": "PGD-20", "accuracy": 0.4, "n_examples": 100}]})
-    >>> [row["name"] for row in record["rows"]]
-    ['Clean', 'PGD-20']
-    ```
-    """
-    data = result.to_dict() if hasattr(result, "to_dict") else asdict(result) if is_dataclass(result) else result
-    if not isinstance(data, Mapping):
-        raise TypeError(f"Cannot read an evaluation from a {type(result).__name__}: pass the RobustnessResult of "
-                        f"hf_advft.evaluation.evaluate_robustness, or a dict with norm, epsilon, n_examples and rows.")
-    if "rows" in data:
-        record = {key: data[key] for key in ("norm", "epsilon", "n_examples", "source", "rows") if key in data}
-        record.update({k: data.get(k) for k in ("dataset", "curve", "expected_robustness", "warnings", "precision",
-                                                 "weights_sha256")})
-        record["rows"] = [dict(row) for row in data["rows"]]
-    elif {"clean_accuracy", "attack_accuracy", "n_examples"} <= set(data):
-        record = _from_robustness_result(data)
-    else:
-        raise TypeError(f"The evaluation has keys {sorted(data)}: expected a RobustnessResult (clean_accuracy, "
-                        f"attack_accuracy, n_examples, ...) or a record with norm, epsilon, n_examples and rows.")
-    if dataset is not None:
-        record["dataset"] = dataset
-    record["curve"] = [[float(e), float(a)] for e, a in (record.get("curve") or [])]
-    record["warnings"] = list(record.get("warnings") or [])
-    _check_evaluation(record)
-    return record
-
-
-def _from_robustness_result(data: Mapping) -> dict[str, Any]:
-    n, config = data["n_examples"], data.get("config") or {}
-    rows = [{"name": "Clean", "accuracy": data["clean_accuracy"], "n_examples": n, "details": "no attack"}]
-    attacks = data["attack_accuracy"]
-    if "pgd" in attacks:
-        rows.append({"name": f"PGD-{data['pgd_steps']}", "accuracy": attacks["pgd"], "n_examples": n,
-                     "details": f"{data['pgd_steps']} steps of {data['pgd_step_size']:.4g}, "
-                                f"{data['pgd_restarts']} restart(s), random start"})
-    if "autoattack" in attacks:
-        version = config.get("autoattack_version", "standard")
-        parts = autoattack_components(data.get("autoattack_trace") or {})
-        rows.append({"name": f"AutoAttack ({version})", "accuracy": attacks["autoattack"], "n_examples": n,
-                     "details": parts})
-    if "square" in attacks:
-        rows.append({"name": "Square", "accuracy": attacks["square"], "n_examples": n,
-                     "details": f"black-box, {config.get('square_queries', '?')} queries"})
-    if len(rows) > 2:
-        rows.append({"name": "Worst case over the attacks", "accuracy": data["robust_accuracy"], "n_examples": n,
-                     "details": "an example counts as robust only if every attack fails on it"})
-    warnings = [f"gradient-masking check `{c['name']}` failed: {c['detail']}" for c in data.get("checks") or []
-                if c.get("passed") is False]
-    return {"norm": data["norm"], "epsilon": data["epsilon"], "n_examples": n,
-            "source": f"hf_advft.evaluation.evaluate_robustness (seed {data.get('seed', 0)}, on {data.get('device')})",
-            "rows": rows, "curve": list(zip(data.get("curve_epsilons") or [], data.get("curve_accuracy") or [])),
-            "expected_robustness": data.get("expected_robustness"), "warnings": warnings,
-            "precision": data.get("precision"), "weights_sha256": data.get("weights_sha256")}
-
-
-def autoattack_components(names) -> str:
-    """`"APGD-CE, FAB-T, Square"` for AutoAttack's component ids (`apgd-ce`, `fab-t`, `square`), as they ran."""
-    return ", ".join("Square" if n == "square" else n.upper() for n in names) or "components not recorded"
-
-
-def _check_evaluation(record: dict) -> None:
-    if record.get("norm") not in NORMS:
-        raise ValueError(f"The evaluation's norm is {record.get('norm')!r}: use one of {NORMS}.")
-    epsilon = record.get("epsilon")
-    if not isinstance(epsilon, (int, float)) or not math.isfinite(epsilon) or epsilon <= 0:
-        raise ValueError(f"The evaluation's epsilon must be a positive number (pixel units), got {epsilon!r}.")
-    rows = record.get("rows") or []
-    if not rows:
-        raise ValueError("The evaluation has no rows: give at least the clean accuracy.")
-    names = [row.get("name") for row in rows]
-    if len(set(names)) != len(names) or not all(isinstance(name, str) and name for name in names):
-        raise ValueError(f"Evaluation rows need distinct, non-empty names, got {names}.")
-    for row in [record, *rows]:
-        n = row.get("n_examples")
-        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
-            raise ValueError(f"n_examples must be a positive integer or None, got {n!r}.")
-    for row in rows:
-        acc = row.get("accuracy")
-        if not isinstance(acc, (int, float)) or not 0 <= acc <= 1:
-            raise ValueError(f"The accuracy of {row['name']!r} must be a fraction in [0, 1], got {acc!r}.")
-
-
-def evaluation_from_logs(log_history: list[dict], args, step: int) -> dict[str, Any] | None:
-    """The trainer's evaluation of the weights of `step`, or `None` if there is none.
-
-    Reads the `evaluate()` logged at `step` (clean accuracy, PGD) and the AutoAttack that `AdvTrainer.train()` logs
-    at its end (`adv_autoattack_examples`). `AdvTrainer` logs every evaluation under the step of the weights it
-    measured (the best step once the best model is loaded) with their `weights_sha256`, which the record carries.
-    Only entries logged at `step` describe these weights: an older one would put another model's numbers on this
-    card; an AutoAttack of other weights than the last `evaluate()` (another hash) is left out.
-    """
-    at_step = [h for h in log_history if h.get("step") == step]
-    evaluated = [h for h in at_step if "eval_accuracy" in h or "eval_robust_accuracy" in h]
-    attacked = [h for h in at_step if "eval_autoattack_accuracy" in h]
-    if evaluated:
-        attacked = [h for h in attacked if h.get("weights_sha256") == evaluated[-1].get("weights_sha256")]
-    if not evaluated and not attacked:
-        return None
-    logs = evaluated[-1] if evaluated else {}
-    weights_sha256 = (evaluated or attacked)[-1].get("weights_sha256")
-    rows, warnings = [], []
-    if "eval_accuracy" in logs:
-        rows.append({"name": "Clean", "accuracy": logs["eval_accuracy"], "n_examples": logs.get("eval_examples"),
-                     "details": "no attack"})
-    if "eval_robust_accuracy" in logs:
-        rows.append({"name": f"PGD-{args.adv_eval_steps}", "accuracy": logs["eval_robust_accuracy"],
-                     "n_examples": logs.get("eval_robust_examples"),
-                     "details": f"{args.adv_eval_steps} steps of {args.eval_step_size:.4g}, "
-                                f"{args.adv_eval_restarts} restart(s), "
-                                f"{'random start' if args.adv_random_start else 'no random start'}"})
-    if attacked:
-        aa = attacked[-1]
-        n_aa = aa.get("eval_autoattack_examples")
-        if not rows:
-            rows.append({"name": "Clean", "accuracy": aa["eval_autoattack_clean_accuracy"], "n_examples": n_aa,
-                         "details": "no attack"})
-        ran = [k.split(AUTOATTACK_AFTER, 1)[1] for k in aa if k.startswith(f"eval{AUTOATTACK_AFTER}")]
-        rows.append({"name": "AutoAttack (standard)", "accuracy": aa["eval_autoattack_accuracy"], "n_examples": n_aa,
-                     "details": f"{autoattack_components(ran)} on the first eval examples (clean accuracy "
-                                f"{aa.get('eval_autoattack_clean_accuracy', float('nan')):.1%} on them)"})
-        if aa.get("eval_autoattack_masking_checks_failed"):
-            warnings.append(f"{aa['eval_autoattack_masking_checks_failed']} gradient-masking check(s) failed during "
-                            f"the AutoAttack evaluation: the robust accuracy may be over-estimated.")
-    n = next((row["n_examples"] for row in rows if row["n_examples"] is not None), None)
-    precision = logs.get("eval_robust_precision") or (attacked[-1].get("eval_autoattack_precision")
-                                                      if attacked else None)
-    return summarize_evaluation({"norm": args.adv_norm, "epsilon": args.eval_epsilon, "n_examples": n,
-                                 "source": f"AdvTrainer evaluation at step {step}", "rows": rows,
-                                 "warnings": warnings, "precision": precision, "weights_sha256": weights_sha256})
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Facts gathered from a trainer at save time
-def hardware_name(device: torch.device, world_size: int = 1) -> str:
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    elif device.type == "cpu":
-        name = f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
-    else:
-        name = device.type.upper()
-    return f"{world_size} x {name}"
-
-
-def compute_from_logs(log_history: list[dict], step: int, *, elapsed: float | None, hardware: str) -> dict:
-    """Forward+backward passes (the latest cumulative count logged up to `step`), wall time and hardware."""
-    logged = [h for h in log_history if "adv_attack_passes" in h and h.get("step", 0) <= step]
-    runtime = [h["train_runtime"] for h in log_history if "train_runtime" in h and h.get("step", 0) <= step]
-    compute = {"hardware": hardware, "passes_logged_at_step": logged[-1].get("step") if logged else None,
-               "attack_passes": logged[-1]["adv_attack_passes"] if logged else None,
-               "update_passes": logged[-1]["adv_update_passes"] if logged else None,
-               "train_runtime_s": round(runtime[-1], 2) if runtime else None,
-               "elapsed_s": round(elapsed, 2) if elapsed is not None and not runtime else None}
-    return compute
-
-
-def base_model_of(model) -> str | None:
-    """A Hub id the model was loaded from (transformers' `name_or_path`), if it names a repo and not a folder."""
-    name = getattr(getattr(model, "config", None), "_name_or_path", None) or getattr(model, "name_or_path", None)
-    if isinstance(name, str) and name.count("/") == 1 and not os.path.exists(name) and not name.startswith("."):
-        return name
-    return None
-
-
-def library_of(model) -> str:
-    from transformers import PreTrainedModel
-
-    if isinstance(model, PreTrainedModel):
-        return "transformers"
-    if type(model).__module__.startswith("timm.") and isinstance(getattr(model, "pretrained_cfg", None), dict):
-        return "timm"
-    return "torch"
-
-
-def input_shape_of(model) -> list[int] | None:
-    config = getattr(model, "config", None)
-    if config is not None and hasattr(config, "image_size"):
-        size = config.image_size
-        size = list(size) if isinstance(size, (list, tuple)) else [size, size]
-        return [getattr(config, "num_channels", 3), *size]
-    cfg = getattr(model, "pretrained_cfg", None)
-    if isinstance(cfg, dict) and cfg.get("input_size"):
-        return list(cfg["input_size"])
-    return None
-
-
-def card_results(*, library, step, training, pixel_space, input_shape, evaluation, compute, card) -> dict[str, Any]:
-    """Assemble `adv_results.json` (the facts besides `adv_config.json` that the card is rendered from)."""
-    from . import __version__
-
-    unknown = set(card) - set(CARD_FIELDS) - {"repo_id"}
-    if unknown:
-        raise TypeError(f"Unknown model card field(s) {sorted(unknown)}: use {CARD_FIELDS}.")
-    return {
-        "hf_advft_version": __version__,
-        "library": library,
-        "step": step,
-        "training": training,
-        "normalization": {"mean": list(pixel_space.mean) if pixel_space.mean is not None else None,
-                          "std": list(pixel_space.std) if pixel_space.std is not None else None,
-                          "source": pixel_space.source},
-        "input_shape": input_shape,
-        "evaluation": evaluation,
-        "compute": compute,
-        "card": {k: v for k, v in card.items() if v is not None},
-        "has_processor": False,  # set by the caller: a preprocessor_config.json is saved beside the weights
-        "curve_image": None,  # set by the caller: the robustness-curve PNG beside the card
-        "gallery_image": None,  # set by the caller: the adversarial-example gallery PNG beside the card
-    }
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Rendering
 def render_model_card(adv_config: dict | None, results: dict, *, repo_id: str | None = None,
                       local_path: str | None = None, weights_sha256: str | None = None) -> ModelCard:
     """Render the robust model card from `adv_config.json` and `adv_results.json` (as dicts).

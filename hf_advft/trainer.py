@@ -3,33 +3,33 @@
 `training_step` crafts PGD examples against the unwrapped model (no DDP gradient sync during the attack), under the
 same autocast as the update, then hands the adversarial batch to the Trainer's own `training_step`: the loss, the
 `accelerator.backward`, gradient accumulation, clipping, mixed precision and logging all stay the Trainer's.
+
+Two mixins hold the other seams of the class: evaluation (`hf_advft.trainer_evaluation`: robust accuracy in
+`evaluate()`, the EMA swapped in, the end-of-training AutoAttack) and checkpoints, resume and saves
+(`hf_advft.trainer_checkpoints`). This module keeps the attack and the training step.
 """
 
 from __future__ import annotations
 
 import inspect
-import json
-import os
-import time
 from collections import defaultdict
 from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
 from transformers import Trainer
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
-from .attacks import SINGLE_STEP_ATTACKS, fgsm, n_fgsm, pgd, robust_under_pgd
-from .checkpointing import ComputeSpentCallback, last_complete_checkpoint
+from .attacks import SINGLE_STEP_ATTACKS, fgsm, n_fgsm, pgd
+from .checkpointing import ComputeSpentCallback
 from .evaluation import compute_accuracy
-from .evaluation_utils import evaluation_precision, logits_of, original_forward
-from .hub import base_model_of_adapter, copy_card_files, is_adapter_model, require_token, save_trainer_files
-from .model_card import ADV_CONFIG_NAME
+from .evaluation_utils import logits_of, original_forward
+from .hub import base_model_of_adapter, is_adapter_model
 from .objectives import compute_objective, kl_per_example, needs_clean_logits
 from .pixel_space import resolve_pixel_space
 from .schedules import SLOW_START_FAST_DECAY, epsilon_factor, get_slow_start_fast_decay_schedule
-from .trainer_autoattack import autoattack_metrics
+from .trainer_checkpoints import AdvCheckpointMixin
+from .trainer_evaluation import AdvEvaluationMixin
 from .training_args import AdvTrainingArguments
 from .training_extras import (
     AdversarialWeightPerturbation,
@@ -49,7 +49,7 @@ _CLEAN_KEY = "_hf_advft_clean_inputs"
 RANGE_CHECK_STEPS = 20
 
 
-class AdvTrainer(Trainer):
+class AdvTrainer(AdvEvaluationMixin, AdvCheckpointMixin, Trainer):
     """A `Trainer` that fine-tunes image classifiers on adversarial examples.
 
     Takes the same arguments as `transformers.Trainer`, with `args` an [`AdvTrainingArguments`]. Works with models
@@ -382,163 +382,3 @@ class AdvTrainer(Trainer):
         spent = self.accelerator.reduce(spent, reduction="sum")
         base = self._spent_base
         return {"attack": base["attack"] + int(spent[0]), "update": base["update"] + int(spent[1])}
-
-    # ----------------------------------------------------------------------------------------------------------------
-    # Evaluation
-    def _autoattack_after_training(self, output):
-        if self.args.adv_autoattack_examples > 0:  # the trustworthy number, once, on the final model
-            metrics = autoattack_metrics(self)
-            if metrics:
-                self.log(metrics)
-                output.metrics.update(metrics)
-        return output
-
-    def _ema_weights(self):
-        """The weight EMA swapped into the model for a block (evaluation, saving), when `adv_ema_decay` is set."""
-        return self._ema.applied() if self._ema is not None else nullcontext()
-
-    def evaluate(self, *args, **kwargs):
-        with self._ema_weights():
-            return super().evaluate(*args, **kwargs)
-
-    def predict(self, *args, **kwargs):
-        with self._ema_weights():
-            return super().predict(*args, **kwargs)
-
-    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
-                        metric_key_prefix="eval"):
-        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys,
-                                         metric_key_prefix)
-        output.metrics[f"{metric_key_prefix}_examples"] = output.num_samples
-        if self.args.adv_eval_steps > 0:
-            start = time.time()
-            robust, n_robust = self._robust_accuracy(dataloader)
-            if robust is not None:
-                output.metrics[f"{metric_key_prefix}_robust_accuracy"] = robust
-                output.metrics[f"{metric_key_prefix}_robust_examples"] = n_robust  # the model card reports them
-                output.metrics[f"{metric_key_prefix}_robust_precision"] = evaluation_precision(
-                    self._attack_model(self.model_wrapped if self.model_wrapped is not None else self.model))
-                output.metrics[f"{metric_key_prefix}_robust_runtime"] = round(time.time() - start, 4)
-        return output
-
-    def _robust_accuracy(self, dataloader) -> tuple[float | None, int]:
-        args = self.args
-        model = self.model_wrapped if self.model_wrapped is not None else self.model
-        budget = args.adv_eval_max_examples
-        correct, truncated, generator = [], False, None
-        for inputs in dataloader:
-            inputs = self._prepare_inputs(inputs)
-            if args.adv_label_key not in inputs:  # predict() on unlabeled data: nothing to measure
-                truncated = True
-                break
-            pixels, labels = self._batch(inputs)
-            if budget is not None:
-                if budget <= 0:
-                    truncated = True
-                    break
-                if labels.shape[0] > budget:
-                    pixels, labels, truncated = pixels[:budget], labels[:budget], True
-                budget -= labels.shape[0]
-            if generator is None:  # the same random starts on every evaluation, as evaluate_robustness seeds them
-                generator = torch.Generator(device=pixels.device).manual_seed(args.seed)
-            # The counting rule of `evaluate_robustness` (hf_advft.attacks.robust_under_pgd), in full precision.
-            with self._attacking(model, "eval", full_precision=True) as logits_fn:
-                robust, _ = robust_under_pgd(
-                    logits_fn, pixels, labels, epsilon=args.eval_epsilon, step_size=args.eval_step_size,
-                    steps=args.adv_eval_steps, norm=args.adv_norm, restarts=args.adv_eval_restarts,
-                    generator=generator, fixed_shapes=self._params_sharded())
-            hit = robust.float()
-            # gather_for_metrics drops the samples a distributed sampler duplicated to even out the last batch.
-            correct.append(self.accelerator.gather(hit) if truncated else self.accelerator.gather_for_metrics(hit))
-        if truncated and hasattr(dataloader, "end"):
-            dataloader.end()  # accelerate unregisters a dataloader only when it is run to its end
-        if not correct:
-            return None, 0
-        hits = torch.cat(correct)
-        return float(hits.mean()), hits.numel()
-
-    # ----------------------------------------------------------------------------------------------------------------
-    # Checkpoints and resume (see hf_advft.checkpointing)
-    def train(self, resume_from_checkpoint=None, *args, **kwargs):
-        if resume_from_checkpoint is True:
-            # transformers picks the highest checkpoint-N even when a killed job left it half-written.
-            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
-            if resume_from_checkpoint is None:
-                raise ValueError(f"No complete checkpoint found in output directory ({self.args.output_dir}).")
-        if self._params_sharded() and (self._ema is not None or self._awp is not None):
-            raise ValueError("adv_ema_decay and adv_awp_gamma need the whole model on every process; they are not "
-                             "supported under FSDP or DeepSpeed ZeRO-3: use DDP (or ZeRO-1/2), or switch them off.")
-        self._loaded_step = None
-        output = super().train(resume_from_checkpoint, *args, **kwargs)
-        best = self.state.best_model_checkpoint
-        if self.args.load_best_model_at_end and best is not None:  # the Trainer's own condition for loading it
-            suffix = os.path.basename(os.path.normpath(best)).rsplit("-", 1)[-1]
-            self._loaded_step = int(suffix) if suffix.isdigit() else self.state.best_global_step
-        if self._ema is not None:  # from here on the model is the average: the AutoAttack below and later saves
-            self._ema.copy_to_model()
-        return self._autoattack_after_training(output)
-
-    def _save_checkpoint(self, model, trial):
-        totals = self._total_spent()  # every process saves a checkpoint at the same step, so the reduction is safe
-        for cb in self.callback_handler.callbacks:
-            if isinstance(cb, ComputeSpentCallback):
-                cb.attack_passes, cb.update_passes = totals["attack"], totals["update"]
-        if self._ema is not None and self.args.should_save:  # written first: trainer_state.json marks completion
-            run_dir = self._get_output_dir(trial=trial)
-            self._ema.save_live_weights(os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"))
-        super()._save_checkpoint(model, trial)
-
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
-        if self._ema is not None:  # the checkpoint's model weights are the EMA; the live ones are beside them
-            self._ema.resume_from(resume_from_checkpoint)
-
-    def _load_best_model(self):
-        super()._load_best_model()
-        if self._ema is not None:  # the best checkpoint holds EMA weights: they become the average to keep
-            self._ema.copy_from_model()
-
-    def _load_callback_state(self):
-        super()._load_callback_state()
-        saved = ComputeSpentCallback.saved_in(self.state)  # runs on resume, once the checkpoint's state is loaded
-        if saved is not None:
-            self._spent_base, self.compute_spent = saved, {"attack": 0, "update": 0}
-
-    # ----------------------------------------------------------------------------------------------------------------
-    # Saving
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        with self._ema_weights():  # checkpoints and final saves hold the EMA weights
-            super().save_model(output_dir, _internal_call)
-
-    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        output_dir = output_dir if output_dir is not None else self.args.output_dir
-        readme = os.path.join(output_dir, "README.md")
-        had_readme = os.path.isfile(readme)
-        super()._save(output_dir, state_dict)
-        if self.args.should_save:
-            if not had_readme and os.path.isfile(readme) and is_adapter_model(self.model):
-                os.remove(readme)  # peft's save_pretrained wrote its stub card: the robust card replaces it below
-            with open(os.path.join(output_dir, ADV_CONFIG_NAME), "w") as f:
-                json.dump(self.args.adv_config(), f, indent=2, sort_keys=True)
-            save_trainer_files(self, output_dir)  # the robust model card, its adv_results.json, timm's config.json
-
-    def create_model_card(self, **kwargs) -> None:
-        """Write the robust model card (`README.md`, see `hf_advft.model_card`) into `args.output_dir`.
-
-        Takes `Trainer.create_model_card`'s arguments (`finetuned_from`, `license`, `dataset`, `dataset_tags`, `tags`,
-        `model_name`), also through `push_to_hub(**kwargs)`, plus `evaluation=` (a `RobustnessResult` of the current
-        weights, then the card's only numbers) and `curve_image=`. A README you wrote yourself is never overwritten.
-        """
-        if self.is_world_process_zero():
-            save_trainer_files(self, self.args.output_dir, **kwargs)
-
-    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
-        if self.is_world_process_zero():  # a missing token fails here, before any training, with how to log in
-            require_token(token if token is not None else self.args.hub_token)
-        super().init_hf_repo(token=token, private=private)
-
-    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
-        # The Trainer copies only the weights and configs from the checkpoint into output_dir before uploading it.
-        if self.is_world_process_zero():
-            copy_card_files(checkpoint_folder, self.args.output_dir)
-        super()._push_from_checkpoint(checkpoint_folder)
