@@ -229,7 +229,7 @@ _AFT = _CLEAN + ("aft_lr", "lora_lr_factor", "aft_freeze_bn", "aft_epsilon_ramp"
 def _settings_key(opts, key: str) -> dict:
     """The settings row `key` depends on: a re-run keeps a finished row only when they are the same."""
     start = ROWS[key][1]
-    names = _COMMON + (_CLEAN if key == "clean" else _AFT if start == "clean" else ("at_lr", "aft_epsilon_ramp"))
+    names = _COMMON + (_CLEAN if key == "clean" else _AFT if start == "clean" else ("at_lr", "at_epsilon_ramp"))
     names += ("zero_head",)
     return {name: getattr(opts, name) for name in names}
 
@@ -275,6 +275,7 @@ def run_row(key: str, seed: int, opts) -> dict:
         torch.save(model.state_dict(), clean_path)
         with open(clean_path + ".json", "w") as f:
             json.dump(run, f)
+    torch.save(model.state_dict(), _model_path(opts, key, seed))  # for a later AutoAttack (`best N` rows)
     row = {"key": key, "seed": seed, "label": spec["label"], "status": "done", **run,
            **evaluate(model, x_te, y_te, opts), "settings": {**spec.get("train_args", {}), **spec.get("adv_args", {})},
            "study_settings": _settings_key(opts, key)}
@@ -288,6 +289,66 @@ def run_row(key: str, seed: int, opts) -> dict:
                 json.dump({**row, "autoattack_note": "stopped before AutoAttack finished"}, f)
         row.update(evaluate_autoattack(model, x_te, y_te, opts))
     return row
+
+
+def _model_path(opts, key: str, seed: int) -> str:
+    os.makedirs(opts.output_dir, exist_ok=True)
+    return os.path.join(opts.output_dir, f"model_{key}_seed{seed}.pt")
+
+
+def autoattack_row(key: str, seed: int, opts) -> dict:
+    """AutoAttack on the saved model of a finished row: its row, from the report, with the AutoAttack numbers added."""
+    spec = row_spec(key, opts)
+    _, _, x_te, y_te = load_data(opts, seed)
+    model = build_model(opts, pretrained=False, seed=seed)
+    model.load_state_dict(torch.load(_model_path(opts, key, seed), weights_only=True))
+    return evaluate_autoattack(model, x_te, y_te, opts) | {"key": key, "seed": seed, "label": spec["label"]}
+
+
+def best_rows(rows, n: int) -> list[tuple[str, int]]:
+    """The `n` AFT rows with the highest PGD-20 accuracy (fewer adversarial passes first on ties), of every seed."""
+    aft = [r for r in rows if r["status"] == "done" and r["key"].startswith("aft")]
+    order = sorted(aft, key=lambda r: (-r["pgd20_accuracy"], r["attack_passes"], r["key"], r["seed"]))
+    keys = list(dict.fromkeys(r["key"] for r in order))[:n]
+    return [(r["key"], r["seed"]) for r in aft if r["key"] in keys]
+
+
+def _autoattack_best(report, opts) -> None:
+    """AutoAttack on the best `--autoattack_rows bestN` AFT rows that lack it, `--jobs` worker processes at a time."""
+    import subprocess
+
+    todo = [(k, s) for k, s in best_rows(report["rows"], opts.autoattack_best)
+            if next(r for r in report["rows"] if (r["key"], r["seed"]) == (k, s)).get("autoattack_accuracy") is None
+            and os.path.isfile(_model_path(opts, k, s)) and opts.autoattack_examples > 0]
+    if opts.jobs <= 1:
+        for key, seed in todo:
+            row = next(r for r in report["rows"] if (r["key"], r["seed"]) == (key, seed))
+            row.update({k: v for k, v in autoattack_row(key, seed, opts).items() if k not in ("key", "seed", "label")})
+            _record(report, opts, row)
+        return
+    running = {}
+    while todo or running:
+        while todo and len(running) < opts.jobs:
+            key, seed = todo.pop(0)
+            out = os.path.join(opts.output_dir, f"aa_{key}_seed{seed}")
+            with open(out + ".log", "w") as log:
+                running[(key, seed)] = (subprocess.Popen(
+                    [sys.executable, os.path.abspath(__file__), *sys.argv[1:], "--jobs", "1", "--worker_aa",
+                     f"{key}:{seed}", "--worker_out", out + ".json"], stdout=log, stderr=subprocess.STDOUT,
+                    env=os.environ), out)
+        time.sleep(opts.poll_seconds)
+        for (key, seed), (proc, out) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[(key, seed)]
+            row = next(r for r in report["rows"] if (r["key"], r["seed"]) == (key, seed))
+            if proc.returncode == 0 and os.path.isfile(out + ".json"):
+                with open(out + ".json") as f:
+                    row.update({k: v for k, v in json.load(f).items() if k not in ("key", "seed", "label")})
+                _record(report, opts, row)
+            else:
+                with open(out + ".log") as f:
+                    logger.warning("AutoAttack of %s seed %d failed: %s", key, seed, f.read()[-1500:])
 
 
 def _run_all(pending, report, opts) -> None:
@@ -377,9 +438,18 @@ def main(opts) -> dict:
     rows = [r.strip() for r in opts.rows.split(",") if r.strip()] if opts.rows else list(DEFAULT_ROWS)
     for key in rows:
         row_spec(key, opts)  # unknown rows fail before any training
-    opts.autoattack_set = set(ROWS) - {"clean"} if opts.autoattack_rows == "all" else set(opts.autoattack_rows.split(","))
+    tokens = [t.strip() for t in opts.autoattack_rows.split(",") if t.strip()]
+    best = [t for t in tokens if t.startswith("best")]
+    opts.autoattack_best = int(best[-1][4:] or 1) if best else 0
+    opts.autoattack_set = set(ROWS) - {"clean"} if "all" in tokens else set(tokens) - set(best)
     logging.getLogger("transformers").setLevel(logging.ERROR)
     torch.set_num_threads(opts.threads)
+    if opts.worker_aa:  # AutoAttack on one finished row's saved model, in a worker process
+        key, seed = opts.worker_aa.split(":")
+        row = autoattack_row(key, int(seed), opts)
+        with open(opts.worker_out, "w") as f:
+            json.dump(row, f)
+        return row
     if opts.worker:  # one row in a worker process of `--jobs N`: its row goes to --worker_out
         key, seed = opts.worker.split(":")
         pid_file = os.path.splitext(opts.worker_out)[0] + ".pid"
@@ -400,11 +470,13 @@ def main(opts) -> dict:
                                                                                            time.gmtime()),
                            "hardware": hardware(opts.device), "load_average_at_start": load_at_start,
                            "torch": torch.__version__, "hf_advft_commit": _commit()})
-    report["settings"] = {name: getattr(opts, name) for name in _COMMON + _AFT + ("at_lr", "zero_head")}
+    report["settings"] = {name: getattr(opts, name) for name in _COMMON + _AFT + ("at_lr", "at_epsilon_ramp", "zero_head")}
     done = {(r["key"], r["seed"]) for r in report["rows"] if r["status"] == "done"}
     for key, seed in sorted(done):
         logger.info("row %s seed %d: already in %s, skipped", key, seed, opts.json)
     _run_all([(k, s) for s in seeds for k in rows if (k, s) not in done], report, opts)
+    if opts.autoattack_best:
+        _autoattack_best(report, opts)
     report["runs"][-1].update(seconds=round(time.time() - start, 1), load_average_at_end=os.getloadavg()[0])
     report["verdict"] = verdict(report["rows"])
     _write(report, opts)
@@ -446,12 +518,12 @@ def make_parser() -> argparse.ArgumentParser:
                    help="The converted ImageNet weights (written by recipes/offline_weights.py when missing).")
     p.add_argument("--output_dir", default="outputs/aft_study", help="Scratch: the clean model of each seed.")
     p.add_argument("--image_size", type=int, default=32)
-    p.add_argument("--n_train", type=int, default=500)
+    p.add_argument("--n_train", type=int, default=2000)
     p.add_argument("--n_test", type=int, default=200, help="Test images of the clean and PGD-20 accuracy.")
-    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--epsilon", type=float, default=0.1, help="L-inf radius in pixel units.")
     p.add_argument("--train_steps", type=int, default=3, help="k of the PGD-k training attack (step 2.5 eps / k).")
-    p.add_argument("--at_epochs", type=float, default=4, help="Epochs of (a), PGD-AT from random init.")
+    p.add_argument("--at_epochs", type=float, default=6, help="Epochs of (a), PGD-AT from random init.")
     p.add_argument("--at_lr", type=float, default=2e-3, help="AdamW LR of the PGD-AT rows (cosine, 10%% warm-up).")
     p.add_argument("--clean_epochs", type=float, default=3)
     p.add_argument("--clean_lr", type=float, default=1e-3, help="AdamW LR of the clean fine-tuning (cosine).")
@@ -460,16 +532,20 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora_lr_factor", type=float, default=10.0, help="LoRA rows train at aft_lr x this.")
     p.add_argument("--aft_freeze_bn", type=int, default=1, help="1: AFT rows keep BatchNorm frozen (adv_freeze_bn).")
     p.add_argument("--aft_epsilon_ramp", type=int, default=0, help="1: AFT and (e) ramp eps over the first 30%%.")
+    p.add_argument("--at_epsilon_ramp", type=float, default=0.3,
+                   help="PGD-AT rows ramp eps linearly from eps/ramp to eps over this fraction of their steps (0: none).")
     p.add_argument("--weight_decay", type=float, default=0.01)
-    p.add_argument("--autoattack_examples", type=int, default=100)
+    p.add_argument("--autoattack_examples", type=int, default=500)
     p.add_argument("--autoattack_components", default="apgd-ce,apgd-t")
-    p.add_argument("--autoattack_rows", default="a,aft4_ssfd",
-                   help="Rows evaluated with AutoAttack too ('all' for every row).")
+    p.add_argument("--autoattack_rows", default="a,best2",
+                   help="Rows evaluated with AutoAttack too: row keys, 'bestN' (the N AFT rows of highest PGD-20 "
+                        "accuracy, attacked after every row trained) and/or 'all'.")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core machine).")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--jobs", type=int, default=10, help="Rows trained at once, each in its own process.")
+    p.add_argument("--jobs", type=int, default=2, help="Rows trained at once, each in its own process.")
     p.add_argument("--poll_seconds", type=float, default=5.0, help=argparse.SUPPRESS)
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # KEY:SEED, set by --jobs
+    p.add_argument("--worker_aa", default=None, help=argparse.SUPPRESS)  # KEY:SEED, set by the `bestN` phase
     p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None)

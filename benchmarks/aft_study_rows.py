@@ -67,8 +67,8 @@ def row_spec(key: str, opts) -> dict:
     if at:  # PGD-AT: its own optimizer and schedule, BatchNorm as usual
         train_args = {"learning_rate": opts.at_lr, "optim": "adamw_torch", "lr_scheduler_type": "cosine",
                       "warmup_steps": 0.1, "weight_decay": opts.weight_decay}
-        if start == "imagenet" and opts.aft_epsilon_ramp:
-            adv_args.update(adv_epsilon_schedule="linear", adv_epsilon_warmup_ratio=0.3)
+        if opts.at_epsilon_ramp > 0:  # from random init, full eps from step 0 stalls at chance (the first try)
+            adv_args.update(adv_epsilon_schedule="linear", adv_epsilon_warmup_ratio=opts.at_epsilon_ramp)
     else:  # AFT from the clean model
         train_args = {"learning_rate": opts.aft_lr * lr_factor * (opts.lora_lr_factor if lora else 1), "optim": "adamw_torch",
                       "lr_scheduler_type": "slow_start_fast_decay", "weight_decay": opts.weight_decay}

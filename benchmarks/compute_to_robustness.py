@@ -158,8 +158,12 @@ class RobustCurve(TrainerCallback):
 
 
 def train(model, x, y, opts, *, adversarial: bool, epochs: float, lr: float, schedule: str,
-          epsilon_schedule: str = "constant", curve_at: tuple[float, ...] = (), curve_data=None) -> dict:
-    """Train `model` in place; return wall time, passes and (when asked) the robust-accuracy curve."""
+          epsilon_schedule: str = "constant", curve_at: tuple[float, ...] = (), curve_data=None,
+          adv_overrides: dict | None = None) -> dict:
+    """Train `model` in place; return wall time, passes and (when asked) the robust-accuracy curve.
+
+    `adv_overrides`: AdvTrainingArguments of a technique row (attack, objective, EMA, AWP, epsilon delay).
+    """
     steps_per_epoch = math.ceil(len(y) / opts.batch_size)
     max_steps = max(1, round(epochs * steps_per_epoch))
     optimizer = make_optimizer(model, lr, opts)
@@ -174,8 +178,12 @@ def train(model, x, y, opts, *, adversarial: bool, epochs: float, lr: float, sch
     )
     if adversarial:
         k = opts.train_steps
-        args = AdvTrainingArguments(**common, adv_epsilon=opts.epsilon, adv_step_size=2.5 * opts.epsilon / k,
-                                    adv_steps=k, adv_epsilon_schedule=epsilon_schedule, adv_eval_steps=0)
+        adv = dict(adv_epsilon=opts.epsilon, adv_step_size=2.5 * opts.epsilon / k, adv_steps=k,
+                   adv_epsilon_schedule=epsilon_schedule, adv_eval_steps=0)
+        adv.update(adv_overrides or {})
+        if adv.get("adv_attack", "pgd") != "pgd":
+            adv.pop("adv_step_size")  # FGSM-RS and N-FGSM set their own step (1.25 eps, eps)
+        args = AdvTrainingArguments(**common, **adv)
         trainer_cls = AdvTrainer
     else:
         args, trainer_cls = TrainingArguments(**common), Trainer
@@ -304,11 +312,17 @@ def main(opts) -> dict:
                 ("(c) AFT, piecewise", "piecewise", "constant"),
                 ("(c) AFT, cosine", "cosine", "constant"),
                 ("(d) AFT, slow-start-fast-decay + linear eps schedule", "slow_start_fast_decay", "linear")]
-    for name, schedule, eps_schedule in aft_rows:
+    k = opts.train_steps
+    if opts.technique_rows:  # issue 12's toolkit, each on top of (b), at the same adversarial passes
+        aft_rows += [(name, "slow_start_fast_decay", "constant", overrides, factor)
+                     for key, (name, overrides, factor) in TECHNIQUE_ROWS.items()]
+    for name, schedule, eps_schedule, *extra in aft_rows:
+        overrides, factor = extra if extra else ({}, 1)
+        epochs = opts.aft_epochs * (k if factor == "k" else factor)  # single-step rows: k x the epochs, same passes
         model = copy.deepcopy(clean_model)
-        run = train(model, x_tr, y_tr, opts, adversarial=True, epochs=opts.aft_epochs, lr=opts.aft_lr,
-                    schedule=schedule, epsilon_schedule=eps_schedule)
-        record(f"{name}, {opts.aft_epochs:g} ep", model, run, "aft",
+        run = train(model, x_tr, y_tr, opts, adversarial=True, epochs=epochs, lr=opts.aft_lr,
+                    schedule=schedule, epsilon_schedule=eps_schedule, adv_overrides=overrides)
+        record(f"{name}, {epochs:g} ep", model, run, "aft",
                pretrain_passes=clean_run["update_passes"], pretrain_seconds=clean_run["train_seconds"])
 
     meta = {"command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"),
@@ -325,6 +339,20 @@ def main(opts) -> dict:
     print(to_markdown(rows, opts))
     print(report["verdict"]["text"])
     return report
+
+
+# Issue 12's techniques as AFT rows of the same budget as (b): name, AdvTrainingArguments, epoch factor ("k": single-step
+# attacks cost 1 pass per example, so they train k times the epochs for (b)'s adversarial passes).
+TECHNIQUE_ROWS = {
+    "delay": ("(t) AFT, ssfd + delayed eps ramp", {"adv_epsilon_schedule": "linear", "adv_epsilon_delay_ratio": 0.2,
+                                                  "adv_epsilon_warmup_ratio": 0.5}, 1),
+    "fgsm_rs": ("(t) AFT, FGSM-RS", {"adv_attack": "fgsm_rs"}, "k"),
+    "n_fgsm": ("(t) AFT, N-FGSM", {"adv_attack": "n_fgsm"}, "k"),
+    "trades": ("(t) AFT, TRADES (beta 6)", {"adv_objective": "trades"}, 1),
+    "mart": ("(t) AFT, MART (beta 6)", {"adv_objective": "mart"}, 1),
+    "ema": ("(t) AFT, weight EMA (0.99)", {"adv_ema_decay": 0.99}, 1),
+    "awp": ("(t) AFT, AWP (gamma 5e-3)", {"adv_awp_gamma": 5e-3}, 1),
+}
 
 
 def _total(row) -> int:
@@ -418,6 +446,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--aft_lr", type=float, default=0.05, help="Peak learning rate of every AFT row.")
     p.add_argument("--clean_lr", type=float, default=0.05)
     p.add_argument("--weight_decay", type=float, default=5e-4)
+    p.add_argument("--technique_rows", type=int, default=1,
+                   help="1: also run issue 12's techniques as AFT rows at (b)'s adversarial passes (delayed eps ramp, "
+                        "FGSM-RS, N-FGSM, TRADES, MART, weight EMA, AWP); 0: the original rows only.")
     p.add_argument("--device", default="cpu", help="'cpu' or 'cuda' (a GPU is optional).")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true",

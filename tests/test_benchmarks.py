@@ -136,14 +136,20 @@ def test_compute_to_robustness_quick_digits(compute_to_robustness, tmp_path):
     report = compute_to_robustness.main(opts)
     saved = json.loads(out.read_text())
     rows = saved["rows"]
-    assert [r["kind"] for r in rows] == ["scratch", "scratch_short", "clean"] + ["aft"] * 5
+    techniques = compute_to_robustness.TECHNIQUE_ROWS
+    assert [r["kind"] for r in rows] == ["scratch", "scratch_short", "clean"] + ["aft"] * (5 + len(techniques))
+    assert [r["name"].rsplit(",", 1)[0] for r in rows[8:]] == [name for name, _, _ in techniques.values()]
     n, k = saved["n_train"], opts.train_steps
     a = rows[0]
     # Passes come from AdvTrainer's log_history: k attack passes and 1 update pass per example and epoch.
     assert a["attack_passes"] == opts.at_epochs * n * k and a["update_passes"] == opts.at_epochs * n
     assert rows[2]["update_passes"] == opts.clean_epochs * n and rows[2]["attack_passes"] == 0
+    b_passes = rows[3]["attack_passes"]
     for r in rows[3:]:
-        assert r["attack_passes"] == r["steps"] * opts.batch_size * k
+        single_step = "FGSM" in r["name"]  # 1 attack pass per example: k x the epochs for (b)'s adversarial passes
+        assert r["attack_passes"] == r["steps"] * opts.batch_size * (1 if single_step else k)
+        if single_step or "delayed" not in r["name"]:  # the delayed ramp's clean first steps cost no attack pass
+            assert abs(r["attack_passes"] - b_passes) <= opts.batch_size * k, r["name"]
         assert r["pretrain_passes"] == rows[2]["update_passes"]
         assert 0 <= r["pgd20_accuracy"] <= 1 and 0 <= r["clean_accuracy"] <= 1
     curve = a["curve"]
@@ -198,7 +204,7 @@ def test_aft_study_quick_bookkeeping_and_resume(tmp_path):
     argv = ["--quick", "--rows", "clean,a,aft4_ssfd", "--jobs", "1", "--data_dir", str(tmp_path),
             "--weights_dir", str(tmp_path / "no_weights"), "--output_dir", str(tmp_path / "run"),
             "--json", str(out), "--plot", str(tmp_path / "study.png"), "--markdown", str(tmp_path / "study.md"),
-            "--autoattack_rows", "a"]
+            "--autoattack_rows", "a,best1"]
     opts = study.make_parser().parse_args(argv)
     study.main(opts)
     saved = json.loads(out.read_text())
@@ -212,15 +218,17 @@ def test_aft_study_quick_bookkeeping_and_resume(tmp_path):
     assert clean["attack_passes"] == 0 and clean["update_passes"] == opts.clean_epochs * opts.n_train
     assert aft["pretrain_passes"] == clean["update_passes"] and "pretrain_passes" not in a
     assert aft["settings"]["adv_freeze_bn"] is True and aft["settings"]["lr_scheduler_type"] == "slow_start_fast_decay"
-    # AutoAttack (APGD-CE + APGD-T through evaluate_robustness) only on the rows asked for.
+    # AutoAttack (APGD-CE + APGD-T through evaluate_robustness) only on the rows asked for: (a) by name, and the best
+    # AFT row by PGD-20 ("best1"), attacked after training from its saved model; never on the clean row.
     assert a["n_autoattack"] == opts.autoattack_examples and list(a["autoattack_trace"]) == ["apgd-ce", "apgd-t"]
-    assert aft["autoattack_accuracy"] is None and 0 <= aft["pgd20_accuracy"] <= aft["clean_accuracy"] <= 1
-    v = saved["verdict"]  # AutoAttack ran on (a) only: the AFT row is judged on PGD-20, like (a)
-    assert v["metric"] == "PGD-20" and v["best"] == "aft4_ssfd" and v["adversarial_ratio"] == 32 / 64
-    if a["pgd20_accuracy"] < study.MIN_BASELINE_ROBUSTNESS:  # nothing to reach: no vacuous "yes"
+    assert aft["n_autoattack"] == opts.autoattack_examples and list(aft["autoattack_trace"]) == ["apgd-ce", "apgd-t"]
+    assert clean["autoattack_accuracy"] is None and 0 <= aft["pgd20_accuracy"] <= aft["clean_accuracy"] <= 1
+    v = saved["verdict"]  # AutoAttack ran on (a) and the AFT row: judged on AutoAttack
+    assert v["metric"] == "AutoAttack" and v["best"] == "aft4_ssfd" and v["adversarial_ratio"] == 32 / 64
+    if a["autoattack_accuracy"] < study.MIN_BASELINE_ROBUSTNESS:  # nothing to reach: no vacuous "yes"
         assert v["reaches"] is None and v["text"].startswith("NO VERDICT")
     else:
-        assert v["reaches"] == (aft["pgd20_accuracy"] >= a["pgd20_accuracy"]
+        assert v["reaches"] == (aft["autoattack_accuracy"] >= a["autoattack_accuracy"]
                                 and aft["clean_accuracy"] >= a["clean_accuracy"])
     # A baseline with robustness is judged: an AFT row matching it at 1/2 of its passes is a "yes".
     fake = [{**a, "pgd20_accuracy": 0.5, "autoattack_accuracy": None},
@@ -228,7 +236,7 @@ def test_aft_study_quick_bookkeeping_and_resume(tmp_path):
     judged = study.verdict(fake)
     assert judged["reaches"] is True and judged["adversarial_ratio"] == 0.5 and not judged["target_met"]
     table = (tmp_path / "study.md").read_text()
-    assert table.count("\n| ") == 3 and "not run" in table  # 3 rows below the header; AutoAttack not run on two
+    assert table.count("\n| ") == 3 and table.count("not run") == 1  # 3 rows below the header; no AutoAttack on clean
     if importlib.util.find_spec("matplotlib") is not None:
         assert (tmp_path / "study.png").stat().st_size > 0
     # A re-run with the same settings skips the finished rows (no retraining: the rows are unchanged) ...
