@@ -123,7 +123,9 @@ def load_data(opts, seed: int):
         raise SystemExit(f"{err}\n(As root: `apt-get install -y dataset-fashion-mnist`, or `make bench`.)") from err
     gen = torch.Generator().manual_seed(seed)
     tr = torch.randperm(len(y_tr), generator=gen)[:opts.n_train]
-    te = torch.randperm(len(y_te), generator=torch.Generator().manual_seed(0))[:opts.n_test]  # same test set always
+    # The same test images always: the first --n_test for clean and PGD-20, the first --autoattack_examples for AutoAttack
+    n_te = max(opts.n_test, opts.autoattack_examples)
+    te = torch.randperm(len(y_te), generator=torch.Generator().manual_seed(0))[:n_te]
 
     def prep(x, idx):
         x = torch.from_numpy(x[idx.numpy()].copy()).float()[:, None] / 255.0
@@ -186,6 +188,7 @@ def evaluate(model, x, y, opts) -> dict:
     from hf_advft.evaluation import evaluate_robustness
 
     start = time.perf_counter()
+    x, y = x[:opts.n_test], y[:opts.n_test]
     pgd = evaluate_robustness(model, (x, y), epsilon=opts.epsilon, attacks=("pgd",), pgd_steps=20,
                               n_examples=opts.n_test, curve_epsilons=(), masking_checks=False, seed=0,
                               batch_size=250, device=opts.device)
@@ -231,7 +234,14 @@ def _settings_key(opts, key: str) -> dict:
     start = ROWS[key][1]
     names = _COMMON + (_CLEAN if key == "clean" else _AFT if start == "clean" else ("at_lr", "at_epsilon_ramp"))
     names += ("zero_head",)
-    return {name: getattr(opts, name) for name in names}
+    # The AutoAttack sample size changes no training: a larger --autoattack_examples tops up AutoAttack, it retrains nothing
+    return {name: getattr(opts, name) for name in names if name != "autoattack_examples"}
+
+
+def _same_settings(row, opts) -> bool:
+    """Whether `row` was trained with the settings its key depends on now (settings it recorded beyond those are moot)."""
+    stored, now = row.get("study_settings") or {}, _settings_key(opts, row["key"])
+    return all(name in stored and stored[name] == value for name, value in now.items())
 
 
 def _load_report(opts) -> dict:
@@ -240,7 +250,7 @@ def _load_report(opts) -> dict:
     if not opts.fresh and os.path.isfile(opts.json):
         with open(opts.json) as f:
             report = json.load(f)
-        kept = [r for r in report["rows"] if r["key"] in ROWS and r.get("study_settings") == _settings_key(opts, r["key"])]
+        kept = [r for r in report["rows"] if r["key"] in ROWS and _same_settings(r, opts)]
         if len(kept) < len(report["rows"]):
             logger.warning("%s: %d row(s) of other settings dropped; they run again.", opts.json,
                            len(report["rows"]) - len(kept))
@@ -305,6 +315,15 @@ def autoattack_row(key: str, seed: int, opts) -> dict:
     return evaluate_autoattack(model, x_te, y_te, opts) | {"key": key, "seed": seed, "label": spec["label"]}
 
 
+def _autoattack_todo(report, opts) -> list[tuple[str, int]]:
+    """The finished rows that `--autoattack_rows` names (keys, `bestN`) whose AutoAttack is missing or ran on fewer than
+    `--autoattack_examples` images (an earlier, smaller run): they are attacked again from their saved models."""
+    named = {(r["key"], r["seed"]) for r in report["rows"] if r["status"] == "done" and r["key"] in opts.autoattack_set}
+    named |= set(best_rows(report["rows"], opts.autoattack_best))
+    return [(r["key"], r["seed"]) for r in report["rows"] if (r["key"], r["seed"]) in named
+            and (r.get("n_autoattack") or 0) < opts.autoattack_examples and os.path.isfile(_model_path(opts, r["key"], r["seed"]))]
+
+
 def best_rows(rows, n: int) -> list[tuple[str, int]]:
     """The `n` AFT rows with the highest PGD-20 accuracy (fewer adversarial passes first on ties), of every seed."""
     aft = [r for r in rows if r["status"] == "done" and r["key"].startswith("aft")]
@@ -313,13 +332,11 @@ def best_rows(rows, n: int) -> list[tuple[str, int]]:
     return [(r["key"], r["seed"]) for r in aft if r["key"] in keys]
 
 
-def _autoattack_best(report, opts) -> None:
-    """AutoAttack on the best `--autoattack_rows bestN` AFT rows that lack it, `--jobs` worker processes at a time."""
+def _autoattack_phase(report, opts) -> None:
+    """AutoAttack on the rows `_autoattack_todo` lists, `--jobs` worker processes at a time."""
     import subprocess
 
-    todo = [(k, s) for k, s in best_rows(report["rows"], opts.autoattack_best)
-            if next(r for r in report["rows"] if (r["key"], r["seed"]) == (k, s)).get("autoattack_accuracy") is None
-            and os.path.isfile(_model_path(opts, k, s)) and opts.autoattack_examples > 0]
+    todo = _autoattack_todo(report, opts) if opts.autoattack_examples > 0 else []
     if opts.jobs <= 1:
         for key, seed in todo:
             row = next(r for r in report["rows"] if (r["key"], r["seed"]) == (key, seed))
@@ -415,7 +432,7 @@ def _worker_row(out: str, opts) -> dict | None:
         return None
     with open(out + ".json") as f:
         row = json.load(f)
-    return row if row.get("study_settings") == _settings_key(opts, row["key"]) else None
+    return row if _same_settings(row, opts) else None
 
 
 def _alive(pid_file: str) -> bool:
@@ -431,7 +448,7 @@ def main(opts) -> dict:
     if opts.quick:
         opts.image_size, opts.n_train, opts.n_test, opts.batch_size = 32, 32, 8, 16
         opts.at_epochs, opts.clean_epochs, opts.train_steps = 1, 0.5, 2
-        opts.autoattack_examples = min(opts.autoattack_examples, 4)
+        opts.autoattack_examples = min(opts.autoattack_examples, 8)
     for name, ext in (("json", "json"), ("plot", "png"), ("markdown", "md")):
         if getattr(opts, name) is None:
             setattr(opts, name, f"benchmarks/results/aft_study{'_quick' if opts.quick else ''}.{ext}")
@@ -475,8 +492,7 @@ def main(opts) -> dict:
     for key, seed in sorted(done):
         logger.info("row %s seed %d: already in %s, skipped", key, seed, opts.json)
     _run_all([(k, s) for s in seeds for k in rows if (k, s) not in done], report, opts)
-    if opts.autoattack_best:
-        _autoattack_best(report, opts)
+    _autoattack_phase(report, opts)
     report["runs"][-1].update(seconds=round(time.time() - start, 1), load_average_at_end=os.getloadavg()[0])
     report["verdict"] = verdict(report["rows"])
     _write(report, opts)

@@ -204,7 +204,7 @@ def test_aft_study_quick_bookkeeping_and_resume(tmp_path):
     argv = ["--quick", "--rows", "clean,a,aft4_ssfd", "--jobs", "1", "--data_dir", str(tmp_path),
             "--weights_dir", str(tmp_path / "no_weights"), "--output_dir", str(tmp_path / "run"),
             "--json", str(out), "--plot", str(tmp_path / "study.png"), "--markdown", str(tmp_path / "study.md"),
-            "--autoattack_rows", "a,best1"]
+            "--autoattack_rows", "a,best1", "--autoattack_examples", "4"]
     opts = study.make_parser().parse_args(argv)
     study.main(opts)
     saved = json.loads(out.read_text())
@@ -243,6 +243,11 @@ def test_aft_study_quick_bookkeeping_and_resume(tmp_path):
     study.main(study.make_parser().parse_args(argv))
     again = json.loads(out.read_text())
     assert again["rows"] == saved["rows"] and len(again["runs"]) == 2
+    # ... and a larger AutoAttack sample tops up AutoAttack from the saved models, without retraining any row.
+    study.main(study.make_parser().parse_args([*argv[:-1], "8"]))
+    topped = {r["key"]: r for r in json.loads(out.read_text())["rows"]}
+    assert [topped[k]["n_autoattack"] for k in ("a", "aft4_ssfd")] == [8, 8] and topped["clean"]["n_autoattack"] == 0
+    assert all(topped[k]["train_seconds"] == rows[k]["train_seconds"] for k in rows)
     # An unknown row fails before any training.
     with pytest.raises(ValueError, match="Unknown row"):
         study.main(study.make_parser().parse_args([*argv[:2], "clean,zzz", *argv[3:]]))
