@@ -53,6 +53,8 @@ from transformers.modeling_outputs import ImageClassifierOutput  # noqa: E402
 
 from hf_advft import AdvTrainer, AdvTrainingArguments  # noqa: E402
 from hf_advft.attacks import robust_under_pgd  # noqa: E402
+from hf_advft.evaluation_utils import PixelModel  # noqa: E402
+from hf_advft.pixel_space import PixelSpace  # noqa: E402
 
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -225,12 +227,13 @@ def pgd20_accuracy(model, x, y, opts, steps: int = 20) -> tuple[float, float]:
     model.eval()
     clean = robust = 0
     gen = torch.Generator(device=device).manual_seed(opts.seed)
+    net = PixelModel(model, PixelSpace())  # the model takes pixels in [0, 1]; the one model-call adapter
     try:
         for i in range(0, len(y), 500):
             xb, yb = x[i:i + 500].to(device), y[i:i + 500].to(device)
             with torch.no_grad():
-                correct = model(xb).logits.argmax(-1) == yb
-            flags, _ = robust_under_pgd(lambda t: model(t).logits, xb, yb, epsilon=opts.epsilon,
+                correct = net(xb).argmax(-1) == yb
+            flags, _ = robust_under_pgd(net, xb, yb, epsilon=opts.epsilon,
                                         step_size=2.5 * opts.epsilon / steps, steps=steps, generator=gen,
                                         correct=correct)
             clean, robust = clean + int(correct.sum()), robust + int(flags.sum())

@@ -18,10 +18,8 @@ Writes `benchmarks/results/eval_throughput[_quick].json` (override with `--json`
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -33,19 +31,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from hf_advft.environment import hardware  # noqa: E402
 from hf_advft.evaluation import evaluate_robustness  # noqa: E402
+from hf_advft.evaluation_utils import PixelModel  # noqa: E402
+from hf_advft.pixel_space import PixelSpace  # noqa: E402
 
 
-class LogitsOnly(nn.Module):
-    """`pixels -> logits` for torchattacks, which needs a plain classifier (transformers returns an output object)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-        self.kwarg = "pixel_values" in inspect.signature(model.forward).parameters
-
-    def forward(self, x):
-        return self.model(pixel_values=x).logits if self.kwarg else self.model(x)
+def logits_only(model) -> nn.Module:
+    """`pixels -> logits` for torchattacks, which needs a plain classifier: hf-advft's one model-call adapter."""
+    return PixelModel(model, PixelSpace())
 
 
 def build_model(name: str, quick: bool, num_classes: int = 10) -> tuple[nn.Module, int]:
@@ -80,7 +74,7 @@ def run_torchattacks(model, x, y, *, eps, steps, batch, device):
     import torchattacks
 
     # eval(): torchattacks puts the model back in the mode it found it in, and a new wrapper starts in train mode.
-    net = LogitsOnly(model).eval()
+    net = logits_only(model).eval()
     attack = torchattacks.PGD(net, eps=eps, alpha=2.5 * eps / steps, steps=steps, random_start=True)
     hits = 0
     for xb, yb in zip(x.split(batch), y.split(batch)):
@@ -103,7 +97,7 @@ def bench_model(name, args, device) -> dict:
     g = torch.Generator().manual_seed(0)
     x = torch.rand(n, 3, size, size, generator=g)
     with torch.no_grad():
-        y = torch.cat([LogitsOnly(model).eval()(xb.to(device)).argmax(-1).cpu() for xb in x.split(args.batch)])
+        y = torch.cat([logits_only(model).eval()(xb.to(device)).argmax(-1).cpu() for xb in x.split(args.batch)])
     kw = dict(eps=args.epsilon, steps=args.steps, batch=args.batch, device=device)
     x, y = x.to(device), y.to(device)
     for runner in RUNNERS.values():  # warm-up: allocator, kernels, lazy imports
@@ -146,12 +140,6 @@ def markdown(rows) -> str:
     return "\n".join(lines)
 
 
-def hardware(device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}"
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", help="'cpu' (default) or 'cuda'.")
@@ -180,7 +168,7 @@ def main(argv=None) -> int:
     rows = [bench_model(name.strip(), args, device) for name in args.models.split(",") if name.strip()]
     command = "python benchmarks/eval_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
     report = {"command": command.strip(), "date": date.today().isoformat(), "hardware": hardware(device),
-              "torch_threads": torch.get_num_threads(), "epsilon": args.epsilon, "reps": args.reps, "rows": rows}
+              "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "epsilon": args.epsilon, "reps": args.reps, "rows": rows}
     here = os.path.dirname(os.path.abspath(__file__))
     path = args.json or os.path.join(here, "results", f"eval_throughput{'_quick' if args.quick else ''}.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)

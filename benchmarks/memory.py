@@ -28,7 +28,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import tempfile
 
 
@@ -38,6 +37,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from hf_advft import AdvTrainer, AdvTrainingArguments  # noqa: E402
+from hf_advft.environment import hardware  # noqa: E402
 
 
 GOAL = 1.3
@@ -178,7 +178,7 @@ def main(argv=None) -> dict:
                             vit_width=a.vit_width, vit_depth=a.vit_depth, device=a.device, control=True))
     method = ("torch.profiler CPU allocation events, peak of the running sum" if a.device == "cpu"
               else "torch.cuda.max_memory_allocated minus memory_allocated at the step's start")
-    device_name = torch.cuda.get_device_name() if a.device == "cuda" else platform.processor() or platform.machine()
+    device_name = hardware(a.device)
     results = {"device": a.device, "device_name": device_name, "torch": torch.__version__, "method": method,
                "goal": f"PGD-{a.steps[-1]} peak <= {GOAL} x PGD-{a.steps[0]} peak", "rows": rows}
     path = a.json or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", f"memory_{a.device}.json")

@@ -14,7 +14,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -34,6 +33,7 @@ from quickstart import (  # noqa: E402
 from transformers import Trainer, TrainingArguments  # noqa: E402
 
 from hf_advft import AdvTrainer, AdvTrainingArguments  # noqa: E402
+from hf_advft.environment import hardware  # noqa: E402
 
 
 def run(opts):
@@ -106,8 +106,7 @@ if __name__ == "__main__":
     start = time.time()
     rows = run(opts)
     meta = {"command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"),
-            "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
-                        f"{torch.__version__}", "seconds": round(time.time() - start, 1)}
+            "hardware": f"{hardware('cpu')}, torch {torch.__version__}", "seconds": round(time.time() - start, 1)}
     os.makedirs(os.path.dirname(opts.json), exist_ok=True)
     with open(opts.json, "w") as f:
         json.dump({"meta": meta, "settings": vars(opts), "rows": rows}, f, indent=2)

@@ -49,22 +49,13 @@ from torch import nn  # noqa: E402
 from transformers import PreTrainedModel, PrinterCallback, TrainerCallback  # noqa: E402
 
 from hf_advft import AdvTrainer, AdvTrainingArguments  # noqa: E402
+from hf_advft.evaluation_utils import PixelModel  # noqa: E402
+from hf_advft.pixel_space import PixelSpace  # noqa: E402
 
 
 PEERS = ("hand loop", "ART", "torchattacks")
 PEER_PACKAGES = {"ART": ("art", "adversarial-robustness-toolbox"), "torchattacks": ("torchattacks", "torchattacks")}
 
-
-
-class LogitsOnly(nn.Module):
-    """`x -> logits` for the peers, which expect a plain classifier (transformers models return an output object)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model(pixel_values=x).logits
 
 
 def build_model(name: str, image_size: int, quick: bool) -> nn.Module:
@@ -246,7 +237,7 @@ def build_peers(base: nn.Module, names, x, y, opts, device, classes=None) -> tup
             continue
         model = copy.deepcopy(base)
         if isinstance(model, PreTrainedModel):  # the peers need a module that returns logits
-            model = LogitsOnly(model)
+            model = PixelModel(model, PixelSpace())  # the peers expect `x -> logits`: the one adapter
         peers.append(classes[name](model.to(device), x, y, opts))
     return peers, skipped
 

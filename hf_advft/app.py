@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from .attacks import check_attack_args
 from .cli import parse_fraction
 from .evaluation import ROBUSTNESS_JSON, RobustEvalConfig, RobustnessResult
 from .evaluation_utils import PixelModel
@@ -150,14 +151,15 @@ def _check_size(size: tuple[int, int], name: str, max_pixels: int) -> None:
 
 
 def parse_epsilon(value: Any) -> float:
-    """`"8/255"`, `"0.0314"` or a number as epsilon in pixel units, which must lie in (0, 1]."""
+    """`"8/255"`, `"0.0314"` or a number as epsilon in pixel units, which must lie in (0, 1] (`check_attack_args`)."""
     try:
         epsilon = parse_fraction(str(value).strip()) if isinstance(value, str) else float(value)
     except Exception:  # argparse.ArgumentTypeError, TypeError: both mean the text is not a number
         raise AppInputError(f"Epsilon {value!r} is not a number: write it in pixel units, e.g. 8/255 or 0.03.") from None
-    if not 0 < epsilon <= 1:
-        raise AppInputError(f"Epsilon {value!r} = {epsilon:g} is outside (0, 1]: it is in pixel units of images in "
-                            f"[0, 1], so write 8/255 (= {8 / 255:.4f}), not 8.")
+    try:  # the library's one check of epsilon (hf_advft.attacks), with its message; the page keeps (0, 1] for L2 too
+        check_attack_args(epsilon=epsilon, norm="linf", allow_zero_epsilon=False)
+    except ValueError as err:
+        raise AppInputError(str(err)) from None
     return epsilon
 
 

@@ -6,6 +6,7 @@ The trainer, the evaluation code and the benchmarks only *call* these functions.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -30,28 +31,59 @@ def cross_entropy_per_example(logits: torch.Tensor, target: torch.Tensor) -> tor
 
 
 def check_attack_args(
-    *, epsilon: float, step_size: float, steps: int, norm: str, restarts: int = 1, prefix: str = ""
+    *, epsilon: float, steps: int | None = None, norm: str = "linf", step_size: float | None = None,
+    restarts: int = 1, prefix: str = "", names: dict[str, str] | None = None, allow_zero_epsilon: bool = True,
 ) -> None:
-    """Validate attack hyper-parameters with messages that say what to do (used by `pgd` and the arguments).
+    """The one place that validates an attack's epsilon and steps, with messages that say what to do.
 
-    `prefix` names the arguments as the caller knows them (`"adv_"` gives `adv_steps`, `adv_restarts`, ...).
+    Every entry point calls it: the attacks (`pgd`, `robust_under_pgd`), [`AdvTrainingArguments`] (`adv_epsilon`,
+    `adv_eval_epsilon`), [`RobustEvalConfig`] (`epsilon`, `pgd_steps`, so `hf-advft evaluate` too), `hf-advft train`
+    and the app. A bad value raises the same `ValueError` everywhere; only the argument's name differs.
+
+    Args:
+        epsilon (`float`): The radius, in pixel units of images in [0, 1]: a number >= 0 (> 0 unless
+            `allow_zero_epsilon`), at most 1 under `"linf"` (a larger one is a radius written in 0-255 units).
+        steps (`int`, *optional*): The iterations, an integer >= 1 (not checked when `None`).
+        norm (`str`, defaults to `"linf"`): `"linf"` or `"l2"`.
+        step_size (`float`, *optional*): The step, > 0 (not checked when `None`).
+        restarts (`int`, defaults to 1): The random restarts, an integer >= 1.
+        prefix (`str`): Names the arguments as the caller knows them (`"adv_"` gives `adv_epsilon`, `adv_steps`).
+        names (`dict`, *optional*): Names that the prefix does not give, e.g. `{"steps": "pgd_steps"}`.
+        allow_zero_epsilon (`bool`, defaults to `True`): An attack with epsilon 0 returns its input; settings refuse 0.
+
+    Example:
+
+    ```python
+    >>> from hf_advft.attacks import check_attack_args
+    >>> check_attack_args(epsilon=8, steps=10, prefix="adv_")
+    Traceback (most recent call last):
+    ...
+    ValueError: adv_epsilon=8 is larger than the whole [0, 1] pixel range: epsilon is in pixel units of images in [0, 1], so write 8/255 (= 0.0314), not 8.
+    ```
     """
+    names = names or {}
+
+    def name(arg: str) -> str:
+        return names.get(arg, prefix + arg)
+
     if norm not in NORMS:
-        raise ValueError(f"Unknown {prefix}norm {norm!r}: use one of {NORMS}.")
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"{prefix}steps must be an integer >= 1, got {steps!r} (steps=1 with a random start is "
+        raise ValueError(f"Unknown {name('norm')} {norm!r}: use one of {NORMS}.")
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not math.isfinite(epsilon):
+        raise ValueError(f"{name('epsilon')} must be a number in pixel units of images in [0, 1] (e.g. 8/255), got "
+                         f"{epsilon!r}.")
+    if epsilon < 0 or (epsilon == 0 and not allow_zero_epsilon):
+        raise ValueError(f"{name('epsilon')} must be {'>= 0' if allow_zero_epsilon else '> 0'}, got {epsilon:g}: it "
+                         f"is in pixel units of images in [0, 1], e.g. 8/255 (= {8 / 255:.4f}).")
+    if norm == "linf" and epsilon > 1:
+        raise ValueError(f"{name('epsilon')}={epsilon:g} is larger than the whole [0, 1] pixel range: epsilon is in "
+                         f"pixel units of images in [0, 1], so write 8/255 (= {8 / 255:.4f}), not {epsilon:g}.")
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
+        raise ValueError(f"{name('steps')} must be an integer >= 1, got {steps!r} (steps=1 with a random start is "
                          f"FGSM/Fast-AT).")
     if not isinstance(restarts, int) or isinstance(restarts, bool) or restarts < 1:
-        raise ValueError(f"{prefix}restarts must be an integer >= 1, got {restarts!r}.")
-    if epsilon < 0:
-        raise ValueError(f"{prefix}epsilon must be >= 0, got {epsilon}.")
-    if norm == "linf" and epsilon > 1:
-        raise ValueError(
-            f"epsilon={epsilon} is larger than the whole [0, 1] pixel range. epsilon is in pixel units of images in "
-            f"[0, 1]: write 8/255, not 8."
-        )
-    if step_size <= 0:
-        raise ValueError(f"{prefix}step_size must be > 0, got {step_size}.")
+        raise ValueError(f"{name('restarts')} must be an integer >= 1, got {restarts!r}.")
+    if step_size is not None and not step_size > 0:
+        raise ValueError(f"{name('step_size')} must be > 0, got {step_size}.")
 
 
 def _flat_norm(t: torch.Tensor) -> torch.Tensor:

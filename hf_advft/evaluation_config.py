@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .attacks import NORMS, check_attack_args
+from .attacks import check_attack_args
 from .masking_checks import WHITE_BOX_COMPONENTS, MaskingCheck
 
 
@@ -98,19 +98,10 @@ class RobustEvalConfig:
         unknown = [a for a in self.attacks if a not in KNOWN_ATTACKS]
         if unknown or not self.attacks:
             raise ValueError(f"Unknown attack(s) {unknown or self.attacks}: use one or more of {KNOWN_ATTACKS}.")
-        if self.norm not in NORMS:
-            raise ValueError(f"norm={self.norm!r} is unknown: use one of {NORMS}.")
-        if self.norm == "linf" and self.epsilon > 1:
-            raise ValueError(
-                f"epsilon={self.epsilon} is larger than the whole [0, 1] pixel range: epsilon is in pixel units of "
-                f"images in [0, 1], so write 8/255 (= {8 / 255:.4f}), not 8."
-            )
-        if not self.epsilon > 0:
-            raise ValueError(f"epsilon must be > 0, got {self.epsilon}.")
-        if not isinstance(self.pgd_steps, int) or isinstance(self.pgd_steps, bool) or self.pgd_steps < 1:
-            raise ValueError(f"pgd_steps must be an integer >= 1, got {self.pgd_steps!r}.")
-        check_attack_args(epsilon=self.epsilon, step_size=self.resolved_step_size(), steps=self.pgd_steps,
-                          norm=self.norm, restarts=self.pgd_restarts)
+        # The one validation of epsilon and steps (hf_advft.attacks), shared with the training arguments.
+        check_attack_args(epsilon=self.epsilon, steps=self.pgd_steps, norm=self.norm, step_size=self.pgd_step_size,
+                          restarts=self.pgd_restarts, allow_zero_epsilon=False,
+                          names={"steps": "pgd_steps", "step_size": "pgd_step_size", "restarts": "pgd_restarts"})
         if self.autoattack_version not in AUTOATTACK_VERSIONS:
             raise ValueError(f"autoattack_version={self.autoattack_version!r}: use one of {AUTOATTACK_VERSIONS}.")
         if self.autoattack_components is not None:

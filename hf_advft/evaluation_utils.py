@@ -43,21 +43,50 @@ def logits_of(out) -> torch.Tensor:
     return logits
 
 
+def is_adapter_model(model) -> bool:
+    """Whether `model` is a peft `PeftModel` (adapters, e.g. LoRA, over a base model)."""
+    return type(model).__module__.startswith("peft.") and hasattr(model, "get_base_model")
+
+
+def base_model_of_adapter(model):
+    """The base model under a peft `PeftModel`, or `model` itself."""
+    return model.get_base_model() if is_adapter_model(model) else model
+
+
+def takes_pixel_key(model, pixel_key: str = "pixel_values") -> bool:
+    """Whether `model` is called as `model(pixel_values=x)` (transformers) rather than `model(x)` (timm, torch).
+
+    A peft `PeftModel` forwards `*args, **kwargs`, so its base model's signature decides.
+    """
+    return pixel_key in inspect.signature(base_model_of_adapter(model).forward).parameters
+
+
+def model_logits(model, inputs: torch.Tensor, pixel_key: str = "pixel_values", kwarg_call: bool | None = None):
+    """The one model-call adapter: call `model` on its (normalized) inputs the transformers or timm way, return logits.
+
+    `kwarg_call` is `takes_pixel_key(model, pixel_key)` when not given; callers that call the same model on every step
+    (`AdvTrainer`, [`PixelModel`]) compute it once, since `model` may be a DDP/FSDP wrapper by then.
+    """
+    if kwarg_call is None:
+        kwarg_call = takes_pixel_key(model, pixel_key)
+    return logits_of(model(**{pixel_key: inputs}) if kwarg_call else model(inputs))
+
+
 class PixelModel(torch.nn.Module):
     """`model` seen from pixels in [0, 1]: normalizes, calls it the transformers or timm way, returns float logits.
 
     AutoAttack expects an `nn.Module` mapping its inputs to logits, so the attacks all go through this one module.
+    With `pixel_space=PixelSpace()` (no normalization) it is also the plain `x -> logits` classifier that other
+    attack libraries (torchattacks, ART) expect, which the benchmarks hand them.
     """
 
     def __init__(self, model: torch.nn.Module, pixel_space, pixel_key: str = "pixel_values"):
         super().__init__()
         self.model, self.pixel_space, self.pixel_key = model, pixel_space, pixel_key
-        self.kwarg_call = pixel_key in inspect.signature(model.forward).parameters
+        self.kwarg_call = takes_pixel_key(model, pixel_key)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        inputs = self.pixel_space.to_model(pixels)
-        out = self.model(**{self.pixel_key: inputs}) if self.kwarg_call else self.model(inputs)
-        return logits_of(out).float()
+        return model_logits(self.model, self.pixel_space.to_model(pixels), self.pixel_key, self.kwarg_call).float()
 
 
 def _example(item, pixel_key, label_key):

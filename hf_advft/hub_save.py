@@ -8,6 +8,7 @@ those two files (`hf_advft.model_card`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ import torch
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
+from .evaluation_utils import base_model_of_adapter, is_adapter_model  # noqa: F401 (also public here)
 from .loading import SAFE_WEIGHTS, _read_json, detect_library
 from .model_card import (
     ADV_CONFIG_NAME,
@@ -26,6 +28,7 @@ from .model_card import (
     CARD_FIELDS,
     MODEL_CARD_MARKER,
     README_NAME,
+    EvaluationRecord,
     base_model_of,
     card_results,
     compute_from_logs,
@@ -37,6 +40,7 @@ from .model_card import (
     summarize_evaluation,
     write_model_card,
 )
+from .modeling import save_timm_config
 from .pixel_space import PixelSpace, resolve_pixel_space
 from .weights_hash import folder_weights_sha256
 
@@ -59,25 +63,12 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def _save_timm_config(model, folder: Path, pixel_space: PixelSpace) -> None:
-    # timm's own exporter, so that `timm.create_model("hf-hub:...")` rebuilds the model; it lives in a private module
-    # because timm's public `save_for_hf` would write the weights a second time.
-    from timm.models._hub import save_config_for_hf
+def _save_safetensors(model, folder: Path) -> None:
+    """The model's state dict as `model.safetensors` (timm's Hub format, and any other torch module)."""
+    import safetensors.torch
 
-    channels = model.pretrained_cfg.get("input_size", (3,))[0]
-    mean = list(pixel_space.mean) if pixel_space.mean is not None else [0.0] * channels
-    std = list(pixel_space.std) if pixel_space.std is not None else [1.0] * channels
-    save_config_for_hf(model, str(folder / "config.json"), model_config={"pretrained_cfg": {"mean": mean, "std": std}})
-
-
-def is_adapter_model(model) -> bool:
-    """Whether `model` is a peft `PeftModel` (adapters, e.g. LoRA, over a base model)."""
-    return type(model).__module__.startswith("peft.") and hasattr(model, "get_base_model")
-
-
-def base_model_of_adapter(model):
-    """The base model under a peft `PeftModel`, or `model` itself."""
-    return model.get_base_model() if is_adapter_model(model) else model
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    safetensors.torch.save_file(state, str(folder / SAFE_WEIGHTS[0]), metadata={"format": "pt"})
 
 
 def _as_adv_config(adv_config) -> dict | None:
@@ -160,10 +151,11 @@ def save_robust_model(
             normalization.
         adv_config (`dict` or [`AdvTrainingArguments`], *optional*): How the model was trained. Without it the card
             says that nothing is known of the model's robustness.
-        evaluation (*optional*): The numbers for the card: a [`~hf_advft.evaluation.RobustnessResult`] or a record
-            accepted by [`~hf_advft.model_card.summarize_evaluation`]. It is the card's only source of numbers, and
-            is shown only if it measured the weights saved here: a `RobustnessResult` carries the SHA-256 of the
-            weights it measured (`weights_sha256`); a result of other weights is left out, with a line saying why.
+        evaluation (*optional*): The numbers for the card: a [`~hf_advft.evaluation.RobustnessResult`], an
+            `EvaluationRecord` (`hf_advft.model_card_record`) or its JSON form. It is the card's only source of
+            numbers, and is shown only if it measured the weights saved here: a `RobustnessResult` carries the SHA-256
+            of the weights it measured (`weights_sha256`); a result of other weights is left out, with a line saying
+            why.
         curve_image (`str`, *optional*): A robustness-curve PNG (`plot_robustness_curve`), copied and shown.
         gallery_image (`str`, *optional*): An adversarial-example gallery PNG
             ([`~hf_advft.gallery.plot_adversarial_gallery`]), copied beside the card and shown.
@@ -199,17 +191,11 @@ def save_robust_model(
     library = library_of(model)
     if library == "transformers":
         model.save_pretrained(folder)
-    elif library == "timm":
-        from timm.models import save_for_hf
-
-        save_for_hf(model, str(folder), safe_serialization=True,
-                    model_config={"pretrained_cfg": {"mean": list(pixel_space.mean or [0.0] * 3),
-                                                     "std": list(pixel_space.std or [1.0] * 3)}})
+    elif library == "timm":  # timm's Hub format: the weights and timm's config.json (the one writer, in modeling)
+        _save_safetensors(model, folder)
+        save_timm_config(model, folder, pixel_space)
     else:
-        import safetensors.torch
-
-        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-        safetensors.torch.save_file(state, str(folder / SAFE_WEIGHTS[0]), metadata={"format": "pt"})
+        _save_safetensors(model, folder)
         logger.warning(f"{type(model).__name__} is neither a transformers nor a timm model: only its weights are "
                        f"saved; load them into the same class with load_robust_model(path, model=...).")
     if processor is not None:
@@ -251,7 +237,7 @@ def save_trainer_files(trainer, output_dir: str, **card) -> None:
     model = base_model_of_adapter(trainer.accelerator.unwrap_model(trainer.model))  # a LoRA card describes its base
     library = library_of(model)
     if library == "timm":
-        _save_timm_config(model, folder, trainer.pixel_space)
+        save_timm_config(model, folder, trainer.pixel_space)
     step = _weights_step(trainer, output_dir)
     fields = trainer.model_card_fields
     evaluation, curve_image = card.pop("evaluation", None), card.pop("curve_image", None)
@@ -270,10 +256,10 @@ def save_trainer_files(trainer, output_dir: str, **card) -> None:
         evaluation, curve_image = explicit["record"], explicit["curve_image"]
     else:
         evaluation, curve_image = evaluation_from_logs(state.log_history, args, step), None
-        if evaluation is not None and any(row["name"].startswith("AutoAttack") for row in evaluation["rows"]):
+        if evaluation is not None and any(row.name.startswith("AutoAttack") for row in evaluation.rows):
             evaluation, curve_image = _with_autoattack_curve(evaluation, Path(args.output_dir))
-    if evaluation is not None and fields.get("dataset_name") and not evaluation.get("dataset"):
-        evaluation = {**evaluation, "dataset": fields["dataset_name"]}
+    if evaluation is not None and fields.get("dataset_name") and not evaluation.dataset:
+        evaluation = dataclasses.replace(evaluation, dataset=fields["dataset_name"])
     start = getattr(trainer, "_train_start_time", None)
     elapsed = time.time() - start if start is not None and step == state.global_step else None
     compute = compute_from_logs(state.log_history, step, elapsed=elapsed,
@@ -298,7 +284,7 @@ def save_trainer_files(trainer, output_dir: str, **card) -> None:
                 gallery_image=gallery_image)
 
 
-def _with_autoattack_curve(evaluation: dict, run_dir: Path) -> tuple[dict, Path | None]:
+def _with_autoattack_curve(evaluation: EvaluationRecord, run_dir: Path) -> tuple[EvaluationRecord, Path | None]:
     """Add the robustness curve that the end-of-training AutoAttack wrote into `output_dir` (single process)."""
     from .evaluation import ROBUSTNESS_JSON, ROBUSTNESS_PNG
 
@@ -306,7 +292,7 @@ def _with_autoattack_curve(evaluation: dict, run_dir: Path) -> tuple[dict, Path 
     if not isinstance(result, dict) or not result.get("curve_epsilons"):
         return evaluation, None
     curve = [[e, a] for e, a in zip(result["curve_epsilons"], result.get("curve_accuracy") or [])]
-    evaluation = {**evaluation, "curve": curve, "expected_robustness": result.get("expected_robustness")}
+    evaluation = dataclasses.replace(evaluation, curve=curve, expected_robustness=result.get("expected_robustness"))
     png = run_dir / ROBUSTNESS_PNG
     return evaluation, png if png.is_file() else None
 

@@ -30,8 +30,10 @@ from .model_card_facts import (  # noqa: F401 (the facts' helpers: `hf_advft.mod
     input_shape_of,
     library_of,
 )
-from .model_card_record import (  # noqa: F401 (summarize_evaluation is public here)
+from .model_card_record import (  # noqa: F401 (summarize_evaluation, EvaluationRecord: public here too)
     AUTOATTACK_AFTER,
+    EvaluationRecord,
+    EvaluationRow,
     autoattack_components,
     evaluation_from_logs,
     summarize_evaluation,
@@ -55,6 +57,8 @@ NORM_IDS = {"linf": "Linf", "l2": "L2"}
 __all__ = [
     "ADV_CONFIG_NAME",
     "ADV_RESULTS_NAME",
+    "EvaluationRecord",
+    "EvaluationRow",
     "MODEL_CARD_MARKER",
     "format_epsilon",
     "render_model_card",
@@ -116,7 +120,7 @@ def render_model_card(adv_config: dict | None, results: dict, *, repo_id: str | 
     channels = (results.get("input_shape") or [3])[0]
     mean = normalization.get("mean") or [0.0] * channels
     std = normalization.get("std") or [1.0] * channels
-    rows = (evaluation or {}).get("rows", [])
+    rows = evaluation.rows if evaluation is not None else []
     card_data = ModelCardData(
         license=card.get("license", "unknown"),
         library_name=library if library in ("transformers", "timm") else None,
@@ -157,27 +161,27 @@ def render_model_card(adv_config: dict | None, results: dict, *, repo_id: str | 
     )
 
 
-def _eval_result(row: dict, evaluation: dict, card: dict) -> EvalResult:
-    clean = row["name"] == "Clean"
-    norm, eps = NORM_IDS[evaluation["norm"]], format_epsilon(evaluation["epsilon"], evaluation["norm"])
+def _eval_result(row: EvaluationRow, evaluation: EvaluationRecord, card: dict) -> EvalResult:
+    clean = row.name == "Clean"
+    norm, eps = NORM_IDS[evaluation.norm], format_epsilon(evaluation.epsilon, evaluation.norm)
     return EvalResult(
         task_type="image-classification",
         task_name="Image Classification",
         dataset_type=(card.get("datasets") or ["custom"])[0],
-        dataset_name=evaluation.get("dataset") or card.get("dataset_name") or "evaluation set",
+        dataset_name=evaluation.dataset or card.get("dataset_name") or "evaluation set",
         dataset_split=card.get("dataset_split"),
         metric_type="accuracy" if clean else "robust_accuracy",
-        metric_value=round(float(row["accuracy"]), 6),
-        metric_name="Clean accuracy" if clean else f"{row['name']} robust accuracy ({norm}, eps={eps})",
-        metric_config=None if clean else f"{row['name']}, {norm}, eps={eps}",
-        metric_args=None if clean else {"attack": row["name"], "norm": evaluation["norm"],
-                                        "epsilon": float(evaluation["epsilon"]), "n_examples": row.get("n_examples")},
+        metric_value=round(float(row.accuracy), 6),
+        metric_name="Clean accuracy" if clean else f"{row.name} robust accuracy ({norm}, eps={eps})",
+        metric_config=None if clean else f"{row.name}, {norm}, eps={eps}",
+        metric_args=None if clean else {"attack": row.name, "norm": evaluation.norm,
+                                        "epsilon": float(evaluation.epsilon), "n_examples": row.n_examples},
     )
 
 
 def _threat_view(adv_config, evaluation, normalization) -> dict:
     if evaluation is not None:
-        norm, eps = evaluation["norm"], evaluation["epsilon"]
+        norm, eps = evaluation.norm, evaluation.epsilon
     elif adv_config:
         norm = adv_config.get("adv_norm", "linf")
         eps = adv_config.get("adv_eval_epsilon") or adv_config.get("adv_epsilon")
@@ -261,24 +265,24 @@ def _recipe_view(adv_config: dict, training: dict, card: dict) -> dict:
     }
 
 
-def _evaluation_view(evaluation: dict, card: dict, binding_note: str | None) -> dict:
+def _evaluation_view(evaluation: EvaluationRecord, card: dict, binding_note: str | None) -> dict:
     rows = []
-    for row in evaluation["rows"]:
-        n, acc = row.get("n_examples"), float(row["accuracy"])
+    for row in evaluation.rows:
+        n, acc = row.n_examples, float(row.accuracy)
         ci = f"{196 * math.sqrt(acc * (1 - acc) / n):.1f}" if n else "?"
-        rows.append({"name": row["name"], "percent": f"{100 * acc:.1f}%", "ci95": ci,
-                     "n_examples": n or "not recorded", "details": row.get("details") or ""})
-    curve = [{"epsilon": format_epsilon(e, evaluation["norm"]) if e else "0", "percent": f"{100 * a:.1f}%"}
-             for e, a in evaluation.get("curve") or []]
-    er = evaluation.get("expected_robustness")
-    return {"norm": NORM_NAMES[evaluation["norm"]], "epsilon": format_epsilon(evaluation["epsilon"], evaluation["norm"]),
-            "n_examples": evaluation.get("n_examples") or "an unrecorded number of",
-            "dataset": evaluation.get("dataset") or card.get("dataset_name") or "the evaluation set",
-            "source": evaluation.get("source") or "not recorded", "rows": rows, "curve": curve,
-            "weights": short(evaluation["weights_sha256"]) if evaluation.get("weights_sha256") else None,
+        rows.append({"name": row.name, "percent": f"{100 * acc:.1f}%", "ci95": ci,
+                     "n_examples": n or "not recorded", "details": row.details or ""})
+    curve = [{"epsilon": format_epsilon(e, evaluation.norm) if e else "0", "percent": f"{100 * a:.1f}%"}
+             for e, a in evaluation.curve]
+    er = evaluation.expected_robustness
+    return {"norm": NORM_NAMES[evaluation.norm], "epsilon": format_epsilon(evaluation.epsilon, evaluation.norm),
+            "n_examples": evaluation.n_examples or "an unrecorded number of",
+            "dataset": evaluation.dataset or card.get("dataset_name") or "the evaluation set",
+            "source": evaluation.source or "not recorded", "rows": rows, "curve": curve,
+            "weights": short(evaluation.weights_sha256) if evaluation.weights_sha256 else None,
             "expected_robustness": None if er is None else f"{er:.4f}",
-            "warnings": (evaluation.get("warnings") or []) + ([binding_note] if binding_note else []),
-            "precision": evaluation.get("precision")}
+            "warnings": evaluation.warnings + ([binding_note] if binding_note else []),
+            "precision": evaluation.precision}
 
 
 def _compute_view(compute: dict) -> dict:
@@ -299,15 +303,15 @@ def _compute_view(compute: dict) -> dict:
             "total_passes": passes(total), "wall_time": wall, "hardware": compute.get("hardware", "not recorded")}
 
 
-def _limitations(evaluation: dict | None) -> list[str]:
+def _limitations(evaluation: EvaluationRecord | None) -> list[str]:
     notes = []
     if evaluation is None:
         return ["No robustness of these weights was measured: treat any robustness claim as unverified."]
-    names = " ".join(row["name"] for row in evaluation["rows"])
+    names = " ".join(row.name for row in evaluation.rows)
     if "AutoAttack" not in names:
         notes.append("Evaluated without AutoAttack: run `hf_advft.evaluation.evaluate_robustness(..., "
                      "attacks=(\"pgd\", \"autoattack\"))` for a stronger estimate.")
-    n = evaluation.get("n_examples")
+    n = evaluation.n_examples
     if n is not None and n < 1000:
         notes.append(f"Measured on only {n} examples: see the ± column for the sampling error.")
     return notes

@@ -7,10 +7,12 @@ rendered from (with `adv_config.json`).
 from __future__ import annotations
 
 import os
-import platform
 from typing import Any
 
 import torch
+
+from .environment import hardware
+from .model_card_record import EvaluationRecord
 
 
 # Metadata the card accepts beside the measured facts (the YAML header, the title, the dataset names).
@@ -18,13 +20,8 @@ CARD_FIELDS = ("model_name", "base_model", "license", "datasets", "dataset_name"
 
 
 def hardware_name(device: torch.device, world_size: int = 1) -> str:
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    elif device.type == "cpu":
-        name = f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
-    else:
-        name = device.type.upper()
-    return f"{world_size} x {name}"
+    """The card's hardware line, `"1 x <GPU name>"` or `"1 x <CPU model>, <n> cores"` (`hf_advft.environment`)."""
+    return hardware(device, world_size=world_size)
 
 
 def compute_from_logs(log_history: list[dict], step: int, *, elapsed: float | None, hardware: str) -> dict:
@@ -85,7 +82,8 @@ def card_results(*, library, step, training, pixel_space, input_shape, evaluatio
                           "std": list(pixel_space.std) if pixel_space.std is not None else None,
                           "source": pixel_space.source},
         "input_shape": input_shape,
-        "evaluation": evaluation,
+        # The JSON form of the EvaluationRecord (hf_advft.model_card_record), the keys hf-advft always wrote.
+        "evaluation": None if evaluation is None else EvaluationRecord.coerce(evaluation).to_dict(),
         "compute": compute,
         "card": {k: v for k, v in card.items() if v is not None},
         "has_processor": False,  # set by the caller: a preprocessor_config.json is saved beside the weights

@@ -10,6 +10,8 @@ import os
 
 from transformers.utils import logging
 
+from .pixel_space import resolve_pixel_space
+
 
 logger = logging.get_logger(__name__)
 
@@ -145,7 +147,7 @@ def timm_input_spec(model, image_size: int | None = None) -> tuple[int, tuple[in
 def describe_timm_task(model, *, label_names: list[str], input_size: tuple[int, int, int]) -> None:
     """Record the fine-tuning task in `model.pretrained_cfg`: classes, label names, input size.
 
-    timm's `save_config_for_hf` (called on every AdvTrainer save, through `hf_advft.hub`, and by `save_timm_config`)
+    timm's `save_config_for_hf` (through [`save_timm_config`], called on every AdvTrainer save and by the recipes)
     builds `config.json` from `pretrained_cfg`, so the saved directory then describes the fine-tuned model rather than
     its source checkpoint, and `timm.data.resolve_data_config` gives the size the model was trained at.
     """
@@ -155,18 +157,34 @@ def describe_timm_task(model, *, label_names: list[str], input_size: tuple[int, 
         cfg.pop(key, None)  # they describe the source checkpoint (ImageNet evaluation, its labels, its input size)
 
 
-def save_timm_config(model, directory: str, pixel_space=None) -> None:
+def save_timm_config(model, directory: str | os.PathLike, pixel_space=None) -> None:
     """Write timm's `config.json` (architecture, `pretrained_cfg` with classes, input size, mean/std) into `directory`.
 
-    With the `model.safetensors` the Trainer saves beside it, the directory loads with
+    The one timm-config writer of hf-advft: `AdvTrainer`'s saves, `save_robust_model`, `hf-advft train` and the
+    recipes all call it. With the `model.safetensors` beside it, the directory loads with
     `timm.create_model("local-dir:<directory>", pretrained=True)`. Only the config is written, not the weights (safe
-    under FSDP, where the Trainer gathers the sharded weights itself). `pixel_space` (a `PixelSpace`) overrides the
-    recorded mean/std with the normalization the training data actually carried.
+    under FSDP, where the Trainer gathers the sharded weights itself).
+
+    Args:
+        model: A timm model (its `pretrained_cfg` is the starting point, see [`describe_timm_task`]).
+        directory (`str` or `os.PathLike`): The folder to write `config.json` into.
+        pixel_space ([`~hf_advft.pixel_space.PixelSpace`], *optional*): The normalization the model's inputs carried
+            in training, recorded as `pretrained_cfg` `mean`/`std`. Default: the model's own (`resolve_pixel_space`
+            of the model, i.e. its `pretrained_cfg` mean/std when it has them). *No normalization* (a `PixelSpace`
+            without mean/std: the model takes pixels in [0, 1]) is written as mean 0 and std 1 for each input
+            channel, so that timm's `resolve_data_config` and `load_robust_model` apply no normalization either.
+            (Before hf-advft had one writer, `save_robust_model` wrote three channels whatever the model took and
+            the recipes' writer kept the source checkpoint's mean/std; the per-channel 0/1 of the trainer's saves won.)
     """
     # timm exports this writer only through its private `_hub` module (`save_for_hf` would rewrite the weights too).
-    from timm.models._hub import save_config_for_hf
+    from timm.models._hub import get_model_input_config, save_config_for_hf
 
-    model_config = None
-    if pixel_space is not None and pixel_space.mean is not None:
-        model_config = {"pretrained_cfg": {"mean": list(pixel_space.mean), "std": list(pixel_space.std)}}
-    save_config_for_hf(model, os.path.join(directory, "config.json"), model_config=model_config)
+    if pixel_space is None:
+        pixel_space = resolve_pixel_space(model=model)
+    if pixel_space.mean is not None:
+        mean, std = list(pixel_space.mean), list(pixel_space.std)
+    else:
+        channels = int(get_model_input_config(model)["input_size"][0])  # the model's, not its source checkpoint's
+        mean, std = [0.0] * channels, [1.0] * channels
+    save_config_for_hf(model, os.path.join(os.fspath(directory), "config.json"),
+                       model_config={"pretrained_cfg": {"mean": mean, "std": std}})

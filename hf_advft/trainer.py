@@ -11,7 +11,6 @@ Two mixins hold the other seams of the class: evaluation (`hf_advft.trainer_eval
 
 from __future__ import annotations
 
-import inspect
 from collections import defaultdict
 from contextlib import contextmanager, nullcontext
 
@@ -23,8 +22,7 @@ from transformers.utils import logging
 from .attacks import SINGLE_STEP_ATTACKS, fgsm, n_fgsm, pgd
 from .checkpointing import ComputeSpentCallback
 from .evaluation import compute_accuracy
-from .evaluation_utils import logits_of, original_forward
-from .hub import base_model_of_adapter, is_adapter_model
+from .evaluation_utils import is_adapter_model, model_logits, original_forward, takes_pixel_key
 from .objectives import compute_objective, kl_per_example, needs_clean_logits
 from .pixel_space import resolve_pixel_space
 from .schedules import SLOW_START_FAST_DECAY, epsilon_factor, get_slow_start_fast_decay_schedule
@@ -96,8 +94,7 @@ class AdvTrainer(AdvEvaluationMixin, AdvCheckpointMixin, Trainer):
         self.model_accepts_loss_kwargs = False
         core = self.accelerator.unwrap_model(self.model)
         self.pixel_space = resolve_pixel_space(args.adv_image_mean, args.adv_image_std, self.processing_class, core)
-        # A peft `PeftModel` forwards *args/**kwargs to its base model: read the base model's signature.
-        self._kwarg_call = args.adv_pixel_key in inspect.signature(base_model_of_adapter(core).forward).parameters
+        self._kwarg_call = takes_pixel_key(core, args.adv_pixel_key)
         self._adv_metrics: dict[str, list[torch.Tensor | float]] = defaultdict(list)
         self._attack_cache: tuple | None = None  # (wrapped model, module attacked, its parameters)
         # Example-passes spent, per process: `attack` forward+backward passes and `update` forward+backward passes.
@@ -129,8 +126,8 @@ class AdvTrainer(AdvEvaluationMixin, AdvCheckpointMixin, Trainer):
     # ----------------------------------------------------------------------------------------------------------------
     # Model calls
     def _logits(self, model, model_inputs: torch.Tensor) -> torch.Tensor:
-        out = model(**{self.args.adv_pixel_key: model_inputs}) if self._kwarg_call else model(model_inputs)
-        return logits_of(out)
+        # The one model-call adapter (hf_advft.evaluation_utils), with the call style read once from the core model.
+        return model_logits(model, model_inputs, self.args.adv_pixel_key, self._kwarg_call)
 
     def _params_sharded(self) -> bool:
         ds_plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields
 
 from transformers import TrainingArguments
 
-from .attacks import NORMS, SINGLE_STEP_ATTACKS, TRAINING_ATTACKS, check_attack_args
+from .attacks import SINGLE_STEP_ATTACKS, TRAINING_ATTACKS, check_attack_args
 from .objectives import OBJECTIVES
 from .schedules import SLOW_START_FAST_DECAY
 
@@ -159,15 +159,9 @@ class AdvTrainingArguments(TrainingArguments):
             self.lr_scheduler_type = SLOW_START_FAST_DECAY
 
     def _validate_adv_args(self):
-        if self.adv_norm not in NORMS:
-            raise ValueError(f"adv_norm={self.adv_norm!r} is unknown: use one of {NORMS}.")
-        if not 0 < self.adv_epsilon <= (1 if self.adv_norm == "linf" else float("inf")):
-            raise ValueError(
-                f"adv_epsilon={self.adv_epsilon} must be in (0, 1]: it is in pixel units of images in [0, 1], "
-                f"so write 8/255 (= {8 / 255:.4f}), not 8."
-            )
+        # The one validation of epsilon and steps (hf_advft.attacks), shared with the evaluation and the attacks.
         check_attack_args(epsilon=self.adv_epsilon, step_size=self.adv_step_size, steps=self.adv_steps,
-                          norm=self.adv_norm, restarts=self.adv_restarts, prefix="adv_")
+                          norm=self.adv_norm, restarts=self.adv_restarts, prefix="adv_", allow_zero_epsilon=False)
         if self.adv_attack not in TRAINING_ATTACKS:
             raise ValueError(f"adv_attack={self.adv_attack!r} is unknown: use one of {TRAINING_ATTACKS}.")
         if self.adv_attack in SINGLE_STEP_ATTACKS and self.adv_restarts > 1:
@@ -239,9 +233,8 @@ class AdvTrainingArguments(TrainingArguments):
             raise ValueError(f"adv_eval_steps must be >= 0 (0 disables robust evaluation), got {self.adv_eval_steps}.")
         if self.adv_eval_steps > 0:
             check_attack_args(epsilon=self.eval_epsilon, step_size=self.eval_step_size, steps=self.adv_eval_steps,
-                              norm=self.adv_norm, restarts=self.adv_eval_restarts, prefix="adv_eval_")
-            if self.eval_epsilon <= 0:
-                raise ValueError(f"adv_eval_epsilon must be > 0, got {self.eval_epsilon}.")
+                              norm=self.adv_norm, restarts=self.adv_eval_restarts, prefix="adv_eval_",
+                              allow_zero_epsilon=False)
         if self.adv_eval_max_examples is not None and self.adv_eval_max_examples < 1:
             raise ValueError(f"adv_eval_max_examples must be >= 1 or None, got {self.adv_eval_max_examples}.")
         if not isinstance(self.adv_channels_last, bool):

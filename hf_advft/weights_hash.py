@@ -76,16 +76,16 @@ def short(sha256: str) -> str:
     return sha256[:12]
 
 
-def bind_evaluation(evaluation: dict | None, weights_sha256: str | None) -> tuple[dict | None, str | None]:
+def bind_evaluation(evaluation, weights_sha256: str | None):
     """Keep an evaluation record only if it measured the weights `weights_sha256`; say why when it is left out.
 
-    Returns `(evaluation or None, note)`. `weights_sha256=None` (the weights are unknown, e.g. pickle files) checks
+    `evaluation` is an `hf_advft.model_card_record.EvaluationRecord`. Returns `(evaluation or None, note)`. `weights_sha256=None` (the weights are unknown, e.g. pickle files) checks
     nothing. A record that carries no hash (an older hf-advft, a record typed by hand, sharded training) is kept
     with a note that it could not be checked.
     """
     if evaluation is None or weights_sha256 is None:
         return evaluation, None
-    measured = evaluation.get("weights_sha256")
+    measured = evaluation.weights_sha256
     if measured is None:
         return evaluation, ("This evaluation records no hash of the weights it measured, so it could not be checked "
                             "against these weights.")

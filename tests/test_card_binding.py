@@ -214,8 +214,8 @@ def test_card_states_a_warmup_ratio_and_the_autoattack_components_that_ran(tmp_p
              "eval_autoattack_examples": 10, "eval_autoattack_after_apgd-ce": 0.5, "eval_autoattack_after_fab-t": 0.45,
              "eval_autoattack_after_square": 0.4, "weights_sha256": "ab" * 32}]
     record = evaluation_from_logs(logs, args, step=5)
-    assert record["rows"][-1]["details"].startswith("APGD-CE, FAB-T, Square on the first eval examples")
-    assert record["weights_sha256"] == "ab" * 32
+    assert record.rows[-1].details.startswith("APGD-CE, FAB-T, Square on the first eval examples")
+    assert record.weights_sha256 == "ab" * 32
     results = {"library": "torch", "training": {"warmup_steps": 0.1, "steps": 10}, "evaluation": record}
     adv = {**args.adv_config(), "lr_scheduler_type": "slow_start_fast_decay"}
     text = str(render_model_card(adv, results))

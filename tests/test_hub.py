@@ -177,9 +177,9 @@ def test_card_from_a_robustness_result_uses_its_numbers_only(tmp_path):
     result = evaluate_robustness(model, (x, y), epsilon=EPS, attacks="pgd", pgd_steps=3, masking_checks=False,
                                  curve_epsilons=(0, EPS))
     record = summarize_evaluation(result)
-    assert [r["name"] for r in record["rows"]] == ["Clean", "PGD-3"]
-    assert [r["accuracy"] for r in record["rows"]] == [result.clean_accuracy, result.pgd_accuracy]
-    assert record["n_examples"] == 24 and record["curve"] == [[0.0, result.clean_accuracy], [EPS, result.pgd_accuracy]]
+    assert [r.name for r in record.rows] == ["Clean", "PGD-3"]
+    assert [r.accuracy for r in record.rows] == [result.clean_accuracy, result.pgd_accuracy]
+    assert record.n_examples == 24 and record.curve == [[0.0, result.clean_accuracy], [EPS, result.pgd_accuracy]]
     card = render_model_card(None, {"library": "torch", "evaluation": record})
     assert [r.metric_value for r in card.data.eval_results] == [round(result.clean_accuracy, 6),
                                                                 round(result.pgd_accuracy, 6)]
@@ -345,9 +345,9 @@ def test_card_numbers_come_from_one_evaluation_of_these_weights(tmp_path, digits
     from hf_advft.model_card import evaluation_from_logs
 
     record = evaluation_from_logs(logs, args, step=5)
-    assert [(r["name"], r["accuracy"], r["n_examples"]) for r in record["rows"]] == [
+    assert [(r.name, r.accuracy, r.n_examples) for r in record.rows] == [
         ("Clean", 0.8, 100), ("PGD-5", 0.5, 50), ("AutoAttack (standard)", 0.4, 40)]
-    assert "2 restart(s)" in record["rows"][1]["details"] and "1 gradient-masking check" in record["warnings"][0]
+    assert "2 restart(s)" in record.rows[1].details and "1 gradient-masking check" in record.warnings[0]
     assert evaluation_from_logs(logs, args, step=4) is None  # no evaluation of the step-4 weights
     # An evaluation handed to create_model_card / push_to_hub replaces the trainer's numbers, for those weights only.
     x, y = digits16
