@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .attacks import pgd
+from .attacks import check_attack_args, pgd
 from .evaluation_utils import PixelModel, evaluation_mode
 from .pixel_space import PixelSpace
 
@@ -43,6 +43,7 @@ def attack_examples(model: torch.nn.Module, pixels: torch.Tensor, labels: torch.
 
     `step_size` defaults to `2.5 * epsilon / steps`. The model's mode and `requires_grad` flags are restored.
     """
+    check_attack_args(epsilon=epsilon, steps=steps, step_size=step_size, norm=norm)  # before 2.5 * eps / steps
     space = pixel_space if pixel_space is not None else PixelSpace()
     with evaluation_mode(model, device) as target:
         net = PixelModel(model, space)

@@ -169,6 +169,7 @@ def test_one_epsilon_and_steps_check_with_one_message(tmp_path, capsys):
     from hf_advft import AdvTrainingArguments, RobustEvalConfig, pgd
     from hf_advft.app import parse_epsilon
     from hf_advft.cli import main
+    from hf_advft.gallery import attack_examples
 
     x, y = torch.rand(2, 3, 4, 4), torch.tensor([0, 1])
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 2))
@@ -192,7 +193,8 @@ def test_one_epsilon_and_steps_check_with_one_message(tmp_path, capsys):
     steps = _messages([lambda: AdvTrainingArguments(output_dir=str(tmp_path), report_to="none", adv_steps=0),
                        lambda: RobustEvalConfig(pgd_steps=0),
                        lambda: pgd(net, x, y, epsilon=0.1, step_size=0.01, steps=0)])
-    assert steps[0] == "adv_" + steps[2] and steps[1] == "pgd_" + steps[2]
+    gallery = _messages([lambda: attack_examples(net, x, y, epsilon=0.1, steps=0)])[0]  # not a ZeroDivisionError
+    assert steps[0] == "adv_" + steps[2] and steps[1] == "pgd_" + steps[2] and gallery == steps[2]
     assert steps[2].startswith("steps must be an integer >= 1, got 0")
 
 
