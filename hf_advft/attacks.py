@@ -67,7 +67,7 @@ def check_attack_args(
         return names.get(arg, prefix + arg)
 
     if norm not in NORMS:
-        raise ValueError(f"Unknown {name('norm')} {norm!r}: use one of {NORMS}.")
+        raise ValueError(f"{name('norm')}={norm!r} is unknown: use one of {NORMS}.")
     if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not math.isfinite(epsilon):
         raise ValueError(f"{name('epsilon')} must be a number in pixel units of images in [0, 1] (e.g. 8/255), got "
                          f"{epsilon!r}.")

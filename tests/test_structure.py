@@ -196,6 +196,9 @@ def test_one_epsilon_and_steps_check_with_one_message(tmp_path, capsys):
     gallery = _messages([lambda: attack_examples(net, x, y, epsilon=0.1, steps=0)])[0]  # not a ZeroDivisionError
     assert steps[0] == "adv_" + steps[2] and steps[1] == "pgd_" + steps[2] and gallery == steps[2]
     assert steps[2].startswith("steps must be an integer >= 1, got 0")
+    norm = _messages([lambda: AdvTrainingArguments(output_dir=str(tmp_path), report_to="none", adv_norm="l1"),
+                      lambda: RobustEvalConfig(norm="l1")])
+    assert norm[0] == "adv_" + norm[1] and norm[1].startswith("norm='l1' is unknown")
 
 
 # An adv_results.json `evaluation` as hf-advft wrote it before the record was typed (a plain dict): no source,
