@@ -37,7 +37,7 @@ def verdict(rows) -> dict:
     else:
         metric, comparable, score = "PGD-20", aft, (lambda r: r["pgd20_accuracy"])
     if score(a) < MIN_BASELINE_ROBUSTNESS:  # "reaching" a baseline with no robustness would mean nothing
-        best = max(comparable, key=score)
+        best = max(comparable, key=lambda r: (score(r), r["clean_accuracy"]))
         return {"text": f"NO VERDICT: (a) itself learned no robustness ({metric} {score(a):.3f}, clean "
                         f"{a['clean_accuracy']:.3f}), so reaching it means nothing; the best AFT row, {best['label']}, "
                         f"has {metric} {score(best):.3f}. The budget is too small for the comparison.",
@@ -45,7 +45,7 @@ def verdict(rows) -> dict:
                 "adversarial_ratio": best["attack_passes"] / a["attack_passes"], "target_met": False}
     reaching = sorted((r for r in comparable if score(r) >= score(a) and r["clean_accuracy"] >= a["clean_accuracy"]),
                       key=lambda r: r["attack_passes"])
-    best = reaching[0] if reaching else max(comparable, key=score)
+    best = reaching[0] if reaching else max(comparable, key=lambda r: (score(r), r["clean_accuracy"]))  # ties: cleaner
     ratio = best["attack_passes"] / a["attack_passes"]
     if reaching:
         text = (f"YES at {ratio:.3f}x (1/{1 / ratio:.1f}) of (a)'s adversarial passes: {best['label']} reaches "
@@ -64,7 +64,8 @@ def to_markdown(report) -> str:
              "total fwd+bwd | train s | eval s |", "|---|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
         if r["status"] != "done":
-            lines.append(f"| {r['label']} | {r['seed']} | not run: {r['why']} | | | | | | |")
+            why = r["why"] if r["status"] == "not run" else "failed: the JSON's `why` holds the log's tail"
+            lines.append(f"| {r['label']} | {r['seed']} | {why} | | | | | | |")
             continue
         aa = f"{r['autoattack_accuracy']:.3f} (n={r['n_autoattack']})" if r["autoattack_accuracy"] is not None \
             else "not run"

@@ -235,8 +235,13 @@ def test_aft_study_quick_bookkeeping_and_resume(tmp_path):
             {**aft, "pgd20_accuracy": 0.5, "clean_accuracy": a["clean_accuracy"]}]
     judged = study.verdict(fake)
     assert judged["reaches"] is True and judged["adversarial_ratio"] == 0.5 and not judged["target_met"]
+    tie = [{**a, "autoattack_accuracy": 0.5}, {**aft, "key": "aft4_x", "autoattack_accuracy": 0.1, "clean_accuracy": 0.3},
+           {**aft, "autoattack_accuracy": 0.1, "clean_accuracy": 0.6}]
+    assert study.verdict(tie)["best"] == "aft4_ssfd"  # equal AutoAttack accuracy: the row with more clean accuracy wins
     table = (tmp_path / "study.md").read_text()
     assert table.count("\n| ") == 3 and table.count("not run") == 1  # 3 rows below the header; no AutoAttack on clean
+    failed = {"key": "aft4_awp", "seed": 0, "label": "AWP", "status": "failed", "why": "exit 1: log\nTraceback\nError"}
+    assert study.to_markdown({"rows": [failed]}).count("\n") == 2  # a failed row stays one table line: header, rule, row
     if importlib.util.find_spec("matplotlib") is not None:
         assert (tmp_path / "study.png").stat().st_size > 0
     # A re-run with the same settings skips the finished rows (no retraining: the rows are unchanged) ...
