@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import gzip
 import json
 import logging
 import math
@@ -53,11 +52,9 @@ from transformers.modeling_outputs import ImageClassifierOutput  # noqa: E402
 
 from hf_advft import AdvTrainer, AdvTrainingArguments  # noqa: E402
 from hf_advft.attacks import robust_under_pgd  # noqa: E402
+from hf_advft.data import FASHION_MNIST_DIR  # noqa: E402
 from hf_advft.evaluation_utils import PixelModel  # noqa: E402
 from hf_advft.pixel_space import PixelSpace  # noqa: E402
-
-
-FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
 
 class SmallCNN(nn.Module):
@@ -81,27 +78,16 @@ class SmallCNN(nn.Module):
 
 # --------------------------------------------------------------------------------------------------------------------
 # Data
-def _read_idx(path: str) -> np.ndarray:
-    with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
-        raw = f.read()
-    ndim = raw[3]
-    shape = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+def _fashion_mnist_split(data_dir: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixels in [0, 1] of shape (n, 1, 28, 28) and int64 labels, read by the library's one IDX reader."""
+    from hf_advft.data import load_fashion_mnist_arrays
 
-
-def _fashion_mnist_split(data_dir: str, prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
-    arrays = []
-    for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"):
-        path = next((p for p in (os.path.join(data_dir, f"{prefix}-{kind}{ext}") for ext in (".gz", ""))
-                     if os.path.isfile(p)), None)
-        if path is None:
-            raise FileNotFoundError(
-                f"No Fashion-MNIST file {prefix}-{kind}[.gz] in {data_dir!r}. Install the Debian package "
-                f"(`apt-get install -y dataset-fashion-mnist`, or `make bench`), pass --data_dir, or use "
-                f"--dataset digits."
-            )
-        arrays.append(_read_idx(path))
-    return torch.from_numpy(arrays[0].copy()).float()[:, None] / 255.0, torch.from_numpy(arrays[1].astype(np.int64))
+    try:
+        images, labels = load_fashion_mnist_arrays(data_dir, split)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{err} Here: `make bench` installs the package, --data_dir points at the files, "
+                                f"--dataset digits needs none.") from err
+    return torch.from_numpy(images.copy()).float()[:, None] / 255.0, torch.from_numpy(labels.astype(np.int64))
 
 
 def load_data(opts):
@@ -109,7 +95,7 @@ def load_data(opts):
     gen = torch.Generator().manual_seed(opts.seed)
     if opts.dataset == "fashion_mnist":
         x_tr, y_tr = _fashion_mnist_split(opts.data_dir, "train")
-        x_te, y_te = _fashion_mnist_split(opts.data_dir, "t10k")
+        x_te, y_te = _fashion_mnist_split(opts.data_dir, "test")
     elif opts.dataset == "digits":
         from sklearn.datasets import load_digits
 

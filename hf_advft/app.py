@@ -64,6 +64,7 @@ class AppModel:
     library: str
     path: str
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    transform: Any = None  # an ImageTransform: the model's resize/crop (see `to_pixels`)
 
     @property
     def num_labels(self) -> int:
@@ -86,18 +87,17 @@ def load_app_model(name_or_path: str, *, label_names: list[str] | None = None, d
     by `label_names` (the dataset's) when their number matches. Raises the loader's `ValueError`/`OSError` (a folder
     without weights names the files it expected).
     """
-    from .modeling import timm_input_spec, transformers_input_spec
+    from .data import model_image_transform
 
     with warnings.catch_warnings():  # a base model has no adv_config.json by design: the page says which is which
         warnings.simplefilter("ignore", UserWarning)
         robust = load_robust_model(name_or_path)
     model = robust.model
-    if robust.library == "timm":
-        channels, size = timm_input_spec(model)
-    elif robust.library == "transformers":
-        channels, size = transformers_input_spec(model, robust.preprocess)
-    else:
+    if robust.library not in ("timm", "transformers"):
         raise ValueError(f"{name_or_path} is a plain nn.Module checkpoint: the app needs a transformers or timm one.")
+    # Pixels in [0, 1] with the geometry training and `hf-advft evaluate` use; the PixelModel normalizes them.
+    transform = model_image_transform(model, processor=robust.preprocess if robust.library == "transformers" else None)
+    channels, size = transform.channels, transform.size
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.eval().to(target)
     for p in model.parameters():  # the page only attacks inputs: no weight gradients, no activations kept for them
@@ -109,7 +109,8 @@ def load_app_model(name_or_path: str, *, label_names: list[str] | None = None, d
     generic = all(name.startswith(GENERIC_LABEL_PREFIXES) for name in labels)
     if generic and label_names is not None and len(label_names) == num_labels:
         labels = [str(n) for n in label_names]
-    return AppModel(str(name_or_path), net, channels, tuple(size), labels, robust.library, robust.path, target)
+    return AppModel(str(name_or_path), net, channels, tuple(size), labels, robust.library, robust.path, target,
+                    transform)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -181,11 +182,12 @@ def _check_steps(steps: Any) -> int:
 
 
 def to_pixels(image: Image.Image, model: AppModel) -> torch.Tensor:
-    """The model's eval view of `image`: resized, center-cropped, `(1, C, H, W)` pixels in [0, 1]."""
+    """The model's eval view of `image`: `(1, C, H, W)` pixels in [0, 1], resized and cropped as in training and
+    `hf-advft evaluate` (`model.transform`; without one, resize the shorter side and center-crop)."""
     from .data import build_image_transform
 
-    transform = build_image_transform(model.size, channels=model.channels, train=False)
-    return transform(image).unsqueeze(0).to(model.device)
+    transform = model.transform or build_image_transform(model.size, channels=model.channels, train=False)
+    return transform.pixels(image).unsqueeze(0).to(model.device)
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -53,11 +53,11 @@ def _import_gradio():
 
 
 def _load_examples(dataset: str, n: int):
-    from .data import _to_pil, load_image_dataset
+    from .data import load_image_dataset, to_pil
 
     data = load_image_dataset(dataset, max_eval_samples=n)
     rows = data.eval.select(range(min(n, len(data.eval))))
-    examples = [(_to_pil(image), int(label)) for image, label in zip(rows[data.pixel_key], rows[data.label_key])]
+    examples = [(to_pil(image), int(label)) for image, label in zip(rows[data.pixel_key], rows[data.label_key])]
     return examples, data.label_names
 
 

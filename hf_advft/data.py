@@ -8,58 +8,77 @@
 - anything else as a Hub dataset id (`"cifar10"`), through `datasets.load_dataset`.
 
 It returns train and eval splits with two columns, the images under `pixel_key` and class ids under `label_key`.
-`build_image_transform` makes the per-image transform: pixels in [0, 1] at the model's input size (augmented for
-training only), then the model's normalization taken from the same `PixelSpace` AdvTrainer uses to undo it, so the
-attack's epsilon stays in pixel units. `set_image_transforms` applies the transforms lazily with `set_transform`.
+The built-in sources and the IDX reader live in `hf_advft.builtin_datasets`, the per-image transforms in
+`hf_advft.image_transforms`; both are re-exported here. `model_image_transform` makes the transform for a model: pixels
+in [0, 1] with the model's own resize, crop and interpolation (timm's data config, or the transformers image
+processor), augmented for training only, then the model's normalization taken from the same `PixelSpace` AdvTrainer
+uses to undo it, so the attack's epsilon stays in pixel units. `set_image_transforms` applies the transforms lazily
+with `set_transform`.
 """
 
 from __future__ import annotations
 
-import gzip
 import io
 import os
 from dataclasses import dataclass
 
 import datasets
 import numpy as np
-import torch
 from PIL import Image
 from transformers.utils import logging
 
-from .pixel_space import PixelSpace
+from .builtin_datasets import (
+    BUILTIN_DATASETS,
+    FASHION_MNIST_DIR,
+    FASHION_MNIST_LABELS,
+    find_idx,
+    load_digits_dataset,
+    load_fashion_mnist,
+    load_fashion_mnist_arrays,
+    read_idx,
+)
+from .image_transforms import (
+    AUGMENTATIONS,
+    DEFAULT_AUGMENTATION,
+    ImageTransform,
+    build_image_transform,
+    model_image_transform,
+    set_image_transforms,
+    to_pil,
+)
 
 
 logger = logging.get_logger(__name__)
 
 __all__ = [
+    "AUGMENTATIONS",
     "BUILTIN_DATASETS",
+    "DEFAULT_AUGMENTATION",
     "FASHION_MNIST_DIR",
+    "FASHION_MNIST_LABELS",
     "ImageClassificationData",
     "ImageTransform",
     "build_image_transform",
     "find_column",
+    "find_idx",
     "load_digits_dataset",
+    "load_eval_source",
     "load_fashion_mnist",
     "load_fashion_mnist_arrays",
     "load_image_dataset",
+    "model_image_transform",
+    "read_idx",
     "set_image_transforms",
+    "to_pil",
 ]
 
-BUILTIN_DATASETS = ("digits", "fashion_mnist")
-FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-FASHION_MNIST_LABELS = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                        "Ankle boot")
 IMAGE_COLUMNS = ("image", "img")
 LABEL_COLUMNS = ("label", "labels", "fine_label")
 EVAL_SPLITS = ("validation", "valid", "val", "test")
 UNREADABLE_POLICIES = ("skip", "error", "ignore")
-AUGMENTATIONS = ("auto", "random_resized_crop", "pad_crop", "none")
 # Defaults shared with the recipes' `ScriptArguments`, defined once here.
 DEFAULT_VALIDATION_PERCENT = 10.0
 DEFAULT_UNREADABLE = "skip"
-DEFAULT_AUGMENTATION = "auto"
-# "auto" augmentation: pad-and-crop (the CIFAR recipe) up to this input size, random-resized-crop (ImageNet) above.
-PAD_CROP_MAX_SIZE = 64
 
 
 @dataclass
@@ -109,66 +128,6 @@ class ImageClassificationData:
 
 # --------------------------------------------------------------------------------------------------------------------
 # Sources
-def load_digits_dataset() -> datasets.DatasetDict:
-    """sklearn's 1,797 8x8 grayscale digits as a `DatasetDict` with a single `train` split (`image`, `label`)."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = (digits.images * (255 / 16)).round().astype(np.uint8)
-    return datasets.DatasetDict({"train": _image_dataset(images, digits.target, [str(i) for i in range(10)])})
-
-
-def load_fashion_mnist(data_dir: str = FASHION_MNIST_DIR) -> datasets.DatasetDict:
-    """Fashion-MNIST (`train`: 60,000, `test`: 10,000 28x28 grayscale images) from its IDX files in `data_dir`.
-
-    The files are those of the Debian package `dataset-fashion-mnist` (`sudo apt-get install -y
-    dataset-fashion-mnist` puts them in `/usr/share/datasets/fashion-mnist`), gzipped or not.
-    """
-    return datasets.DatasetDict({split: _image_dataset(*load_fashion_mnist_arrays(data_dir, split),
-                                                       list(FASHION_MNIST_LABELS)) for split in ("train", "test")})
-
-
-def load_fashion_mnist_arrays(data_dir: str = FASHION_MNIST_DIR, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
-    """One Fashion-MNIST split (`"train"` or `"test"`) as `(images uint8 [N, 28, 28], labels uint8 [N])` arrays."""
-    if split not in ("train", "test"):
-        raise ValueError(f"Fashion-MNIST has the splits 'train' and 'test', not {split!r}.")
-    prefix = "train" if split == "train" else "t10k"
-    images = _read_idx(_find_idx(data_dir, f"{prefix}-images-idx3-ubyte"))
-    labels = _read_idx(_find_idx(data_dir, f"{prefix}-labels-idx1-ubyte"))
-    if len(images) != len(labels):
-        raise ValueError(f"Fashion-MNIST {split}: {len(images)} images but {len(labels)} labels in {data_dir!r}.")
-    return images, labels
-
-
-def _image_dataset(images: np.ndarray, labels: np.ndarray, names: list[str]) -> datasets.Dataset:
-    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names)})
-    return datasets.Dataset.from_dict({"image": list(images), "label": labels.astype(np.int64)}, features=features)
-
-
-def _find_idx(data_dir: str, name: str) -> str:
-    for candidate in (name, name + ".gz"):
-        path = os.path.join(data_dir, candidate)
-        if os.path.isfile(path):
-            return path
-    raise FileNotFoundError(
-        f"Fashion-MNIST: no {name}[.gz] in {data_dir!r}. Install the Debian package with "
-        f"`sudo apt-get install -y dataset-fashion-mnist` (it puts the IDX files in {FASHION_MNIST_DIR}), point "
-        f"--fashion_mnist_dir at a directory holding the four IDX files, or, with network access, use the Hub copy: "
-        f"--dataset_name zalando-datasets/fashion_mnist."
-    )
-
-
-def _read_idx(path: str) -> np.ndarray:
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] != 0x08:
-        raise ValueError(f"{path} is not an IDX file of unsigned bytes.")
-    ndim = raw[3]
-    shape = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
 def _load_raw(name_or_path: str, config_name: str | None, cache_dir: str | None,
               fashion_mnist_dir: str) -> tuple[datasets.DatasetDict, str]:
     """Return the dataset's splits and its kind: "builtin", "saved", "imagefolder" or "hub"."""
@@ -390,103 +349,3 @@ def _take(dataset: datasets.Dataset, n: int | None, seed: int) -> datasets.Datas
     if n < 1:
         raise ValueError(f"max_train_samples / max_eval_samples must be >= 1, got {n}.")
     return dataset.shuffle(seed=seed).select(range(n))
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Transforms
-class ImageTransform:
-    """One image (PIL, array, or `{"bytes", "path"}`) to the model's input tensor.
-
-    Converts the image to the model's channels (grayscale is repeated to RGB for a 3-channel model, color is turned
-    to luminance for a 1-channel one), applies `ops` (torchvision, ending in `ToTensor`: pixels in [0, 1]), then
-    `pixel_space.to_model` (the model's normalization).
-    """
-
-    def __init__(self, ops, mode: str, pixel_space: PixelSpace):
-        self.ops, self.mode, self.pixel_space = ops, mode, pixel_space
-
-    def __call__(self, image) -> torch.Tensor:
-        return self.pixel_space.to_model(self.ops(_to_pil(image).convert(self.mode)))
-
-    def __repr__(self) -> str:
-        return f"ImageTransform(mode={self.mode!r}, ops={self.ops}, normalization={self.pixel_space})"
-
-
-def _to_pil(image) -> Image.Image:
-    if isinstance(image, Image.Image):
-        return image
-    if isinstance(image, dict):
-        return Image.open(io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"])
-    array = np.asarray(image)
-    if array.dtype != np.uint8:
-        scale = 255 if array.size and array.max() <= 1 else 1
-        array = (array.astype(np.float64) * scale).clip(0, 255).round().astype(np.uint8)
-    if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
-        array = array.transpose(1, 2, 0)  # channels-first arrays
-    return Image.fromarray(array.squeeze(-1) if array.ndim == 3 and array.shape[-1] == 1 else array)
-
-
-def build_image_transform(
-    image_size: int | tuple[int, int],
-    *,
-    channels: int = 3,
-    pixel_space: PixelSpace | None = None,
-    train: bool = False,
-    augmentation: str = DEFAULT_AUGMENTATION,
-    horizontal_flip: bool = True,
-) -> ImageTransform:
-    """The train or eval transform for a model taking `channels` x `image_size` inputs.
-
-    Eval: resize the shorter side to the input size and center-crop. Train: `augmentation` `"pad_crop"` (resize,
-    pad by 1/8 of the side, random crop back: the CIFAR recipe), `"random_resized_crop"` (torchvision's, the
-    ImageNet recipe), `"none"` (the eval geometry), or `"auto"` (`pad_crop` up to 64 px inputs, else
-    `random_resized_crop`); then a random horizontal flip when `horizontal_flip`.
-
-    Example:
-
-    ```python
-    >>> from PIL import Image
-    >>> from hf_advft.data import build_image_transform
-    >>> transform = build_image_transform(32, channels=3, train=True)
-    >>> transform(Image.new("L", (28, 28))).shape
-    torch.Size([3, 32, 32])
-    ```
-    """
-    from torchvision import transforms as T
-
-    if augmentation not in AUGMENTATIONS:
-        raise ValueError(f"augmentation={augmentation!r} is unknown: use one of {AUGMENTATIONS}.")
-    if channels not in (1, 3):
-        raise ValueError(f"Only 1- and 3-channel models are supported, got {channels} channels.")
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    geometry = [T.Resize(min(size)), T.CenterCrop(size)]
-    ops = list(geometry)
-    if train:
-        if augmentation == "auto":
-            augmentation = "pad_crop" if max(size) <= PAD_CROP_MAX_SIZE else "random_resized_crop"
-        if augmentation == "pad_crop":
-            ops = [*geometry, T.RandomCrop(size, padding=max(1, round(min(size) / 8)))]
-        elif augmentation == "random_resized_crop":
-            ops = [T.RandomResizedCrop(size)]
-        if horizontal_flip:
-            ops.append(T.RandomHorizontalFlip())
-    ops.append(T.ToTensor())
-    return ImageTransform(T.Compose(ops), "RGB" if channels == 3 else "L", pixel_space or PixelSpace())
-
-
-class _BatchTransform:
-    # A class, not a closure, so that DataLoader workers started with "spawn" can pickle it.
-    def __init__(self, transform: ImageTransform, pixel_key: str, label_key: str):
-        self.transform, self.pixel_key, self.label_key = transform, pixel_key, label_key
-
-    def __call__(self, batch: dict) -> dict:
-        return {self.pixel_key: [self.transform(image) for image in batch[self.pixel_key]],
-                self.label_key: batch[self.label_key]}
-
-
-def set_image_transforms(data: ImageClassificationData, train_transform: ImageTransform,
-                         eval_transform: ImageTransform) -> ImageClassificationData:
-    """Apply the transforms lazily (`set_transform`): examples come out as `{pixel_key: tensor, label_key: int}`."""
-    data.train.set_transform(_BatchTransform(train_transform, data.pixel_key, data.label_key))
-    data.eval.set_transform(_BatchTransform(eval_transform, data.pixel_key, data.label_key))
-    return data

@@ -129,9 +129,8 @@ def _recorded_eval_data(args, results: dict | None) -> dict | None:
         else None
 
 
-def _eval_split(args, model, processor, library: str, space: PixelSpace, recorded: dict | None):
-    from .data import build_image_transform, load_eval_source, load_image_dataset
-    from .modeling import timm_input_spec, transformers_input_spec
+def _eval_split(args, model, processor, space: PixelSpace, recorded: dict | None):
+    from .data import load_eval_source, load_image_dataset, model_image_transform, set_image_transforms
 
     if recorded is not None:  # the training run's own eval examples: same split or hold-out, seed and subset
         data = load_eval_source(recorded)
@@ -140,15 +139,9 @@ def _eval_split(args, model, processor, library: str, space: PixelSpace, recorde
         # split (a save_to_disk folder holding just "test") load.
         data = load_image_dataset(args.dataset, train_split=args.split or "train", eval_split=args.split,
                                   image_column=args.image_column, label_column=args.label_column)
-    channels, size = timm_input_spec(model) if library == "timm" else transformers_input_spec(model, processor)
-    transform = build_image_transform(size, channels=channels, pixel_space=space, train=False)
-    pixel_key, label_key = data.pixel_key, data.label_key
-
-    def apply(batch):
-        return {pixel_key: [transform(image) for image in batch[pixel_key]], label_key: batch[label_key]}
-
-    data.eval.set_transform(apply)
-    return data
+    # The eval transform training used: the model's own resize, crop and interpolation (timm's data config, or the
+    # image processor), then the normalization `space`.
+    return set_image_transforms(data, None, model_image_transform(model, processor=processor, pixel_space=space))
 
 
 def _write_gallery(args, model, data, space: PixelSpace, config: RobustEvalConfig, device, path: Path) -> Path:
@@ -185,7 +178,7 @@ def run_evaluate(args) -> int:
     processor = robust.preprocess if library == "transformers" else None
     space = _pixel_space(args, robust)
     recorded = _recorded_eval_data(args, robust.results)
-    data = _eval_split(args, model, processor, library, space, recorded)
+    data = _eval_split(args, model, processor, space, recorded)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     result = evaluate_robustness(
         model, data.eval, config, pixel_space=space, device=device,

@@ -81,7 +81,10 @@ class RobustModel:
         model (`torch.nn.Module`): The model, in eval mode.
         pixel_space ([`PixelSpace`]): Its normalization: `pixel_space.to_model(pixels)` turns images in [0, 1] into its
             inputs, and `pixel_space.wrap(logits_fn)` gives attacks a function of pixels.
-        preprocess: The transformers image processor, or timm's eval transform for PIL images; `None` if unknown.
+        preprocess: For a transformers model its image processor; for a timm model an [`ImageTransform`] (PIL image
+            -> normalized input tensor) with timm's eval resize, crop and interpolation (`resolve_data_config`) and
+            `pixel_space`'s normalization. Either gives exactly the inputs training evaluated on (the recipes' and
+            `hf-advft train`'s eval transform) and `hf-advft evaluate` uses. `None` if unknown.
         adv_config (`dict`, *optional*): Every adversarial training setting (`adv_config.json`); `None` if absent.
         results (`dict`, *optional*): What the card was rendered from (`adv_results.json`): evaluation (with the
             `weights_sha256` it measured), compute, the normalization resolved at training and, from the recipes,
@@ -191,11 +194,13 @@ def load_robust_model(
         raise ValueError(f"{where} holds weights but no model config (no config.json with `model_type` or timm's "
                          f"`architecture`): it was saved from a plain nn.Module. Build that module and pass it: "
                          f"load_robust_model({where!r}, model=MyNet()).")
-    if library == "timm" and preprocess is None:
-        import timm
-
-        preprocess = timm.data.create_transform(**timm.data.resolve_data_config(model=model))
     pixel_space = saved_pixel_space(adv_config, results, preprocess if library == "transformers" else None, model)
+    if library == "timm" and preprocess is None:
+        from .image_transforms import model_image_transform
+
+        # The eval transform hf-advft trained and evaluates with: timm's resize, crop and interpolation, then the
+        # normalization the model was trained with (which may not be `pretrained_cfg`'s).
+        preprocess = model_image_transform(model, pixel_space=pixel_space)
     model.eval()
     return RobustModel(model=model, pixel_space=pixel_space, preprocess=preprocess, adv_config=adv_config,
                        results=results, library=library, path=str(folder))
@@ -225,7 +230,12 @@ def _load_adapter(folder: Path, where: str, *, model, revision, token, cache_dir
                       f"adversarially trained at all).", UserWarning, stacklevel=3)
     mean, std = (adv_config or {}).get("adv_image_mean"), (adv_config or {}).get("adv_image_std")
     pixel_space = base.pixel_space if mean is None else resolve_pixel_space(mean, std, None, base.model)
-    return RobustModel(model=adapted, pixel_space=pixel_space, preprocess=base.preprocess, adv_config=adv_config,
+    preprocess = base.preprocess
+    if base.library == "timm" and pixel_space != base.pixel_space:  # the adapter was trained with its own mean/std
+        from .image_transforms import model_image_transform
+
+        preprocess = model_image_transform(base.model, pixel_space=pixel_space)
+    return RobustModel(model=adapted, pixel_space=pixel_space, preprocess=preprocess, adv_config=adv_config,
                        results=results, library=base.library, path=str(folder))
 
 

@@ -23,8 +23,8 @@ from .data import (
     FASHION_MNIST_DIR,
     UNREADABLE_POLICIES,
     ImageClassificationData,
-    build_image_transform,
     load_image_dataset,
+    model_image_transform,
     set_image_transforms,
 )
 from .pixel_space import resolve_pixel_space
@@ -198,19 +198,24 @@ def load_recipe_data(script_args: ScriptArguments, training_args) -> ImageClassi
         )
 
 
-def set_recipe_transforms(data: ImageClassificationData, script_args: ScriptArguments, training_args, *,
-                          channels: int, image_size: tuple[int, int], processor=None,
-                          model=None) -> ImageClassificationData:
-    """Train/eval transforms at the model's input size, normalized with the mean/std AdvTrainer will resolve."""
+def set_recipe_transforms(data: ImageClassificationData, script_args: ScriptArguments, training_args, *, model,
+                          processor=None) -> ImageClassificationData:
+    """Train/eval transforms with the model's own geometry ([`model_image_transform`]: timm's data config, or the
+    image processor), normalized with the mean/std AdvTrainer will resolve.
+
+    The eval transform is the one `hf-advft evaluate` and `load_robust_model(...).preprocess` apply to the saved
+    model; for a timm model call `describe_timm_task` first, so that the saved `config.json` records the input size
+    (`--image_size`) these transforms use.
+    """
     # The same resolution AdvTrainer runs (explicit adv_image_mean/std > processor > timm pretrained_cfg), so the
     # trainer undoes exactly the normalization the data carries and epsilon stays in pixel units.
     pixel_space = resolve_pixel_space(getattr(training_args, "adv_image_mean", None),
                                       getattr(training_args, "adv_image_std", None), processor, model)
-    common = dict(channels=channels, pixel_space=pixel_space)
-    train = build_image_transform(image_size, train=True, augmentation=script_args.train_augmentation,
+    common = dict(processor=processor, pixel_space=pixel_space, image_size=script_args.image_size)
+    train = model_image_transform(model, train=True, augmentation=script_args.train_augmentation,
                                   horizontal_flip=script_args.horizontal_flip, **common)
     logger.info(f"Train transform: {train}")
-    return set_image_transforms(data, train, build_image_transform(image_size, train=False, **common))
+    return set_image_transforms(data, train, model_image_transform(model, train=False, **common))
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -151,8 +151,7 @@ def train(script_args: ScriptArguments, training_args, *, model_library: str | N
                 f"--image_size {script_args.image_size} differs from the {size[0]}x{size[1]} inputs {model_name!r} "
                 f"takes (its image processor / config.image_size); drop --image_size for transformers models."
             )
-        set_recipe_transforms(data, script_args, training_args, channels=channels, image_size=size,
-                              processor=processor)
+        set_recipe_transforms(data, script_args, training_args, model=model, processor=processor)
         trainer = AdvTrainer(model=model, args=training_args, train_dataset=data.train, eval_dataset=data.eval,
                              processing_class=processor)
         how_to_load = HOW_TO_LOAD["transformers"].format(path=path)
@@ -161,7 +160,7 @@ def train(script_args: ScriptArguments, training_args, *, model_library: str | N
                                      cache_dir=script_args.cache_dir)
         channels, size = timm_input_spec(model, script_args.image_size)
         describe_timm_task(model, label_names=data.label_names, input_size=(channels, *size))  # for config.json
-        set_recipe_transforms(data, script_args, training_args, channels=channels, image_size=size, model=model)
+        set_recipe_transforms(data, script_args, training_args, model=model)
         trainer = AdvTrainer(model=model, args=training_args, train_dataset=data.train, eval_dataset=data.eval)
 
         def extra_save(output_dir):

@@ -39,7 +39,7 @@ def main(script_args, training_args) -> dict:
                                  pretrained=script_args.pretrained, cache_dir=script_args.cache_dir)
     channels, size = timm_input_spec(model, script_args.image_size)
     describe_timm_task(model, label_names=data.label_names, input_size=(channels, *size))
-    set_recipe_transforms(data, script_args, training_args, channels=channels, image_size=size, model=model)
+    set_recipe_transforms(data, script_args, training_args, model=model)
     # timm's forward(x) has no `pixel_values`/`labels` arguments: keep the columns and name the labels ourselves.
     training_args.remove_unused_columns = False
     training_args.label_names = ["labels"]

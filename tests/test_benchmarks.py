@@ -1,16 +1,15 @@
 """The benchmarks' `--quick` modes on tiny settings, so that the scripts cannot rot. No timing is asserted here:
 speed is measured by the benchmarks themselves (benchmarks/README.md)."""
 
-import gzip
 import importlib.util
 import json
 import statistics
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from image_folders import write_fashion_mnist
 
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -169,21 +168,18 @@ def test_piecewise_schedule(compute_to_robustness, milestones_hit, step):
     assert compute_to_robustness.piecewise_lambda(step, num_training_steps=100) == pytest.approx(0.1**milestones_hit)
 
 
-def _write_idx(path, array):
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
+@pytest.mark.parametrize("gzipped", [True, False])
+def test_fashion_mnist_reader(compute_to_robustness, tmp_path, gzipped, monkeypatch):
+    """The library's IDX reader on files laid out like the Debian package's, and the hint when they are missing."""
+    import hf_advft.builtin_datasets as builtin
 
-
-def test_fashion_mnist_reader(compute_to_robustness, tmp_path):
-    """The IDX reader on files laid out like the Debian package's (gzipped), and the hint when they are missing."""
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 30), ("t10k", 12)):
-        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
-        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    write_fashion_mnist(tmp_path, n_train=30, n_test=12, gzipped=gzipped)
+    read = []
+    monkeypatch.setattr(builtin, "read_idx", lambda path, real=builtin.read_idx: read.append(path) or real(path))
     opts = compute_to_robustness.make_parser().parse_args(["--data_dir", str(tmp_path), "--n_train", "20",
                                                            "--n_test", "5"])
     x_tr, y_tr, x_te, y_te = compute_to_robustness.load_data(opts)
+    assert len(read) == 4  # the benchmark reads its files through hf_advft's one IDX reader
     assert x_tr.shape == (20, 1, 28, 28) and x_te.shape == (5, 1, 28, 28)
     assert 0 <= float(x_tr.min()) and float(x_tr.max()) <= 1 and x_tr.dtype == torch.float32
     assert y_tr.dtype == torch.long and set(y_tr.tolist()) <= set(range(10))
@@ -196,10 +192,7 @@ def test_fashion_mnist_reader(compute_to_robustness, tmp_path):
 def test_aft_study_quick_bookkeeping_and_resume(tmp_path):
     """benchmarks/aft_study.py --quick on fake Fashion-MNIST files: passes, totals, partial JSON, resume, outputs."""
     study = _load("aft_study")
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 40), ("t10k", 20)):
-        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
-        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    write_fashion_mnist(tmp_path, n_train=40, n_test=20)
     out = tmp_path / "study.json"
     argv = ["--quick", "--rows", "clean,a,aft4_ssfd", "--jobs", "1", "--data_dir", str(tmp_path),
             "--weights_dir", str(tmp_path / "no_weights"), "--output_dir", str(tmp_path / "run"),

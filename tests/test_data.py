@@ -7,7 +7,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from image_folders import write_digits_imagefolder
+from image_folders import write_digits_imagefolder, write_fashion_mnist, write_idx
 from PIL import Image
 
 from hf_advft.data import (
@@ -15,7 +15,9 @@ from hf_advft.data import (
     FASHION_MNIST_LABELS,
     build_image_transform,
     load_fashion_mnist,
+    load_fashion_mnist_arrays,
     load_image_dataset,
+    read_idx,
     set_image_transforms,
 )
 from hf_advft.pixel_space import PixelSpace
@@ -154,23 +156,30 @@ def test_random_resized_crop_for_large_inputs_and_flip():
     assert any(increasing) and not all(increasing)  # some flipped, some not
 
 
-def _write_idx(path, array):
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-
-
-def test_fashion_mnist_reader_on_idx_files(tmp_path):
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 12), ("t10k", 5)):
-        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
-        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+@pytest.mark.parametrize("gzipped", [True, False])
+def test_fashion_mnist_reader_on_idx_files(tmp_path, gzipped):
+    write_fashion_mnist(tmp_path, n_train=12, n_test=5, gzipped=gzipped)
     raw = load_fashion_mnist(str(tmp_path))
     assert len(raw["train"]) == 12 and len(raw["test"]) == 5
     assert raw["train"].features["label"].names == list(FASHION_MNIST_LABELS)
     assert raw["train"][3]["label"] == 3 and raw["train"][3]["image"].size == (28, 28)
     data = load_image_dataset("fashion_mnist", fashion_mnist_dir=str(tmp_path))
     assert data.eval_split == "test" and data.label_names[9] == "Ankle boot"
+
+
+@pytest.mark.parametrize("name", ["images-idx3-ubyte", "images-idx3-ubyte.gz"])
+def test_read_idx_gives_the_array_written_and_refuses_broken_files(tmp_path, name):
+    array = np.random.default_rng(1).integers(0, 256, (4, 3, 5))
+    write_idx(tmp_path / name, array)
+    read = read_idx(tmp_path / name)
+    assert read.dtype == np.uint8 and read.shape == (4, 3, 5) and np.array_equal(read, array)
+    raw = (tmp_path / name).read_bytes()
+    (tmp_path / "short").write_bytes(gzip.decompress(raw)[:-7] if name.endswith(".gz") else raw[:-7])
+    with pytest.raises(ValueError, match="truncated"):
+        read_idx(tmp_path / "short")
+    (tmp_path / "png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    with pytest.raises(ValueError, match="not an IDX file"):
+        read_idx(tmp_path / "png")
 
 
 def test_fashion_mnist_absent_says_how_to_install(tmp_path):
@@ -181,9 +190,6 @@ def test_fashion_mnist_absent_says_how_to_install(tmp_path):
 @pytest.mark.skipif(not os.path.isdir(FASHION_MNIST_DIR),
                     reason="Debian package dataset-fashion-mnist not installed (apt-get install -y dataset-fashion-mnist)")
 def test_fashion_mnist_debian_package_files():
-    from hf_advft.data import _find_idx, _read_idx
-
-    images = _read_idx(_find_idx(FASHION_MNIST_DIR, "t10k-images-idx3-ubyte"))
-    labels = _read_idx(_find_idx(FASHION_MNIST_DIR, "t10k-labels-idx1-ubyte"))
+    images, labels = load_fashion_mnist_arrays(FASHION_MNIST_DIR, "test")
     assert images.shape == (10000, 28, 28) and labels.shape == (10000,)
     assert np.bincount(labels).tolist() == [1000] * 10
