@@ -51,7 +51,8 @@ def load_fashion_mnist(data_dir: str = FASHION_MNIST_DIR) -> datasets.DatasetDic
                                                        list(FASHION_MNIST_LABELS)) for split in ("train", "test")})
 
 
-def load_fashion_mnist_arrays(data_dir: str = FASHION_MNIST_DIR, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+def load_fashion_mnist_arrays(data_dir: str = FASHION_MNIST_DIR,
+                              split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     """One Fashion-MNIST split (`"train"` or `"test"`) as `(images uint8 [N, 28, 28], labels uint8 [N])` arrays.
 
     Raises a `FileNotFoundError` that says how to install the files when `data_dir` lacks one, and a `ValueError` when

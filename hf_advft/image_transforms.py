@@ -107,8 +107,9 @@ class ProcessorPixels:
 
     def __repr__(self) -> str:
         p = self.processor
+        crop = getattr(p, "crop_size", None) if getattr(p, "do_center_crop", False) else None
         return (f"ProcessorPixels({type(p).__name__}, size={getattr(p, 'size', None)}, "
-                f"resample={getattr(p, 'resample', None)}, crop={getattr(p, 'do_center_crop', None) and p.crop_size})")
+                f"resample={getattr(p, 'resample', None)}, crop={crop})")
 
 
 def timm_geometry(data_config: dict) -> list:
