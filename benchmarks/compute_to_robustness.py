@@ -390,23 +390,23 @@ def plot(rows, opts) -> str | None:
     except ImportError:
         logging.getLogger(__name__).warning("matplotlib is not installed: no plot (pip install matplotlib).")
         return None
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, ax = plt.subplots(figsize=(11, 5))
     a = next(r for r in rows if r["kind"] == "scratch")
     curve = a.get("curve", [])
     ax.plot([p["total_passes"] for p in curve] + [_total(a)],
             [p["pgd20_accuracy"] for p in curve] + [a["pgd20_accuracy"]], "o-", color="tab:gray",
             label=f"(a) during training (PGD-20 on the first {opts.curve_examples} test images)")
-    markers = {"scratch": ("s", "black"), "scratch_short": ("s", "tab:gray"), "clean": ("x", "tab:red"),
-               "aft": ("*", None)}
-    for r in rows:
-        marker, color = markers[r["kind"]]
-        ax.scatter([_total(r)], [r["pgd20_accuracy"]], marker=marker, s=90, color=color, zorder=3, label=r["name"])
+    markers = {"scratch": ("s", "black"), "scratch_short": ("s", "tab:gray"), "clean": ("x", "tab:red")}
+    aft_markers = "*PDXvp^<>hd"  # one marker and color pair per AFT row: 12 rows, 10 colors
+    for i, r in enumerate(rows):
+        marker, color = markers.get(r["kind"], (aft_markers[i % len(aft_markers)], f"C{i % 10}"))
+        ax.scatter([_total(r)], [r["pgd20_accuracy"]], marker=marker, s=80, color=color, zorder=3, label=r["name"])
     ax.set_xscale("log")
     ax.set_xlabel("example forward+backward passes (attack + update + clean pre-training)")
     ax.set_ylabel(f"PGD-20 accuracy, L-inf eps={opts.epsilon:g}")
     ax.set_title(f"Compute to robustness, {opts.dataset} ({opts.n_train:,} train / {opts.n_test:,} test images)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: the points stay visible
     fig.tight_layout()
     os.makedirs(os.path.dirname(opts.plot) or ".", exist_ok=True)
     fig.savefig(opts.plot, dpi=110)
