@@ -15,9 +15,10 @@ pixels, as the data has them. Rows (`--rows`, keys in `ROWS`, in the order run):
   a_short   (a') PGD-AT from random init at the A/4 budget
   e         PGD-AT straight from the ImageNet weights at the A/4 budget
 
-Every row reports clean accuracy, PGD-20 and AutoAttack (APGD-CE + APGD-T) accuracy through
-`hf_advft.evaluation.evaluate_robustness`, adversarial and total forward+backward passes (AdvTrainer's own count;
-the AFT rows carry the clean fine-tuning's passes in their total) and wall time. Results are written after each row
+Every row reports clean and PGD-20 accuracy, and the rows `--autoattack_rows` names (keys; `bestN`, the N AFT rows of
+highest PGD-20 accuracy, attacked from their saved models once every row trained) AutoAttack (APGD-CE + APGD-T)
+accuracy, all through `hf_advft.evaluation.evaluate_robustness`; adversarial and total forward+backward passes
+(AdvTrainer's own count; the AFT rows carry the clean fine-tuning's passes in their total) and wall time. Results are written after each row
 (`--json`); a re-run with the same settings skips the rows already there (`--fresh` starts over), so a crash or a
 deadline loses no finished row. Then a markdown table, the verdict and a plot of AutoAttack accuracy against adversarial
 passes, one marker per row.
@@ -307,7 +308,7 @@ def _model_path(opts, key: str, seed: int) -> str:
 
 
 def autoattack_row(key: str, seed: int, opts) -> dict:
-    """AutoAttack on the saved model of a finished row: its row, from the report, with the AutoAttack numbers added."""
+    """AutoAttack on the saved model of a finished row: the AutoAttack fields of its row, with its key, seed and label."""
     spec = row_spec(key, opts)
     _, _, x_te, y_te = load_data(opts, seed)
     model = build_model(opts, pretrained=False, seed=seed)
@@ -321,7 +322,8 @@ def _autoattack_todo(report, opts) -> list[tuple[str, int]]:
     named = {(r["key"], r["seed"]) for r in report["rows"] if r["status"] == "done" and r["key"] in opts.autoattack_set}
     named |= set(best_rows(report["rows"], opts.autoattack_best))
     return [(r["key"], r["seed"]) for r in report["rows"] if (r["key"], r["seed"]) in named
-            and (r.get("n_autoattack") or 0) < opts.autoattack_examples and os.path.isfile(_model_path(opts, r["key"], r["seed"]))]
+            and (r.get("n_autoattack") or 0) < opts.autoattack_examples
+            and os.path.isfile(_model_path(opts, r["key"], r["seed"]))]
 
 
 def best_rows(rows, n: int) -> list[tuple[str, int]]:
