@@ -334,9 +334,18 @@ def best_rows(rows, n: int) -> list[tuple[str, int]]:
     return [(r["key"], r["seed"]) for r in aft if r["key"] in keys]
 
 
+def _launch(flag: str, key: str, seed: int, out: str):
+    """This script again, as a one-job worker (`--worker` trains a row, `--worker_aa` attacks one) logging to `out`.log."""
+    import subprocess
+
+    with open(out + ".log", "w") as log:
+        return subprocess.Popen([sys.executable, os.path.abspath(__file__), *sys.argv[1:], "--jobs", "1", flag,
+                                 f"{key}:{seed}", "--worker_out", out + ".json"], stdout=log, stderr=subprocess.STDOUT,
+                                env=os.environ)
+
+
 def _autoattack_phase(report, opts) -> None:
     """AutoAttack on the rows `_autoattack_todo` lists, `--jobs` worker processes at a time."""
-    import subprocess
 
     todo = _autoattack_todo(report, opts) if opts.autoattack_examples > 0 else []
     if opts.jobs <= 1:
@@ -350,11 +359,7 @@ def _autoattack_phase(report, opts) -> None:
         while todo and len(running) < opts.jobs:
             key, seed = todo.pop(0)
             out = os.path.join(opts.output_dir, f"aa_{key}_seed{seed}")
-            with open(out + ".log", "w") as log:
-                running[(key, seed)] = (subprocess.Popen(
-                    [sys.executable, os.path.abspath(__file__), *sys.argv[1:], "--jobs", "1", "--worker_aa",
-                     f"{key}:{seed}", "--worker_out", out + ".json"], stdout=log, stderr=subprocess.STDOUT,
-                    env=os.environ), out)
+            running[(key, seed)] = (_launch("--worker_aa", key, seed, out), out)
         time.sleep(opts.poll_seconds)
         for (key, seed), (proc, out) in list(running.items()):
             if proc.poll() is None:
@@ -372,7 +377,6 @@ def _autoattack_phase(report, opts) -> None:
 
 def _run_all(pending, report, opts) -> None:
     """Run the pending (row, seed) pairs, `--jobs` worker processes at a time; AFT rows wait for their clean model."""
-    import subprocess
 
     def ready(key, seed):
         return ROWS[key][1] != "clean" or os.path.isfile(os.path.join(opts.output_dir, f"clean_seed{seed}.pt"))
@@ -402,11 +406,7 @@ def _run_all(pending, report, opts) -> None:
             if ready(key, seed):
                 pending.remove((key, seed))
                 out = os.path.join(opts.output_dir, f"row_{key}_seed{seed}")
-                with open(out + ".log", "w") as log:
-                    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), *sys.argv[1:], "--jobs", "1",
-                                             "--worker", f"{key}:{seed}", "--worker_out", out + ".json"],
-                                            stdout=log, stderr=subprocess.STDOUT, env=os.environ)
-                running[(key, seed)] = (proc, out)
+                running[(key, seed)] = (_launch("--worker", key, seed, out), out)
         if not running and pending:  # nothing can start: the clean row failed
             for key, seed in pending:
                 _record(report, opts, {"key": key, "seed": seed, "label": ROWS[key][0], "status": "not run",
