@@ -11,13 +11,13 @@ pixels, as the data has them. Rows (`--rows`, keys in `ROWS`, in the order run):
   a         PGD-AT from random init, the full budget (A adversarial passes)
   aft8_*    AFT at A/8 adversarial passes; aft4_* at A/4: slow-start-fast-decay (ssfd), constant, cosine LR;
             delayed eps ramp; FGSM-RS and N-FGSM (1 pass per example, so k times the epochs); TRADES; MART;
-            weight EMA; AWP; LoRA (peft)
+            weight EMA; AWP; LoRA (peft); aft2_* at A/2 (above the target's budget: where AFT meets (a), if it does)
   a_short   (a') PGD-AT from random init at the A/4 budget
   e         PGD-AT straight from the ImageNet weights at the A/4 budget
 
 Every row reports clean and PGD-20 accuracy, and the rows `--autoattack_rows` names (keys; `bestN`, the N AFT rows of
-highest PGD-20 accuracy, attacked from their saved models once every row trained) AutoAttack (APGD-CE + APGD-T)
-accuracy, all through `hf_advft.evaluation.evaluate_robustness`; adversarial and total forward+backward passes
+highest PGD-20 accuracy, attacked from their saved models once every row trained; `all`, most robust first)
+AutoAttack (APGD-CE + APGD-T) accuracy, all through `hf_advft.evaluation.evaluate_robustness`; adversarial and total forward+backward passes
 (AdvTrainer's own count; the AFT rows carry the clean fine-tuning's passes in their total) and wall time. Results are written after each row
 (`--json`); a re-run with the same settings skips the rows already there (`--fresh` starts over), so a crash or a
 deadline loses no finished row. Then a markdown table, the verdict and a plot of AutoAttack accuracy against adversarial
@@ -198,16 +198,48 @@ def evaluate(model, x, y, opts) -> dict:
             "eval_seconds": round(time.perf_counter() - start, 1)}
 
 
-def evaluate_autoattack(model, x, y, opts) -> dict:
-    """AutoAttack (`--autoattack_components` of standard AutoAttack) on the first `--autoattack_examples` images."""
+def evaluate_autoattack(model, x, y, opts, offset: int = 0) -> dict:
+    """AutoAttack (`--autoattack_components` of standard AutoAttack) on test images `offset` to `--autoattack_examples`.
+
+    `offset` > 0 is a top-up: the first `offset` images were attacked by an earlier run, `merge_autoattack` adds these.
+    """
     from hf_advft.evaluation import evaluate_robustness
 
     start = time.perf_counter()
-    aa = evaluate_robustness(model, (x, y), epsilon=opts.epsilon, attacks=("autoattack",),
-                             n_examples=opts.autoattack_examples, curve_epsilons=(), masking_checks=False,
-                             seed=0, batch_size=250, device=opts.device, **autoattack_settings(opts))
+    aa = evaluate_robustness(model, (x[offset:], y[offset:]), epsilon=opts.epsilon, attacks=("autoattack",),
+                             n_examples=opts.autoattack_examples - offset, curve_epsilons=(), masking_checks=False,
+                             seed=offset, batch_size=250, device=opts.device, **autoattack_settings(opts))
+    part = {"offset": offset, "n": aa.n_examples, "accuracy": aa.autoattack_accuracy, "trace": aa.autoattack_trace,
+            "seconds": round(time.perf_counter() - start, 1)}
     return {"autoattack_accuracy": aa.autoattack_accuracy, "autoattack_trace": aa.autoattack_trace,
-            "n_autoattack": aa.n_examples, "autoattack_seconds": round(time.perf_counter() - start, 1)}
+            "n_autoattack": aa.n_examples, "autoattack_seconds": part["seconds"], "autoattack_parts": [part]}
+
+
+def merge_autoattack(row: dict, new: dict) -> dict:
+    """The AutoAttack fields of `row` after `new` (a part starting at `row`'s n_autoattack, or a whole new run).
+
+    AutoAttack's accuracy is a mean over examples, each attacked on its own, so the accuracy (and each cumulative
+    component accuracy of the trace) on images [0, n1 + n2) is the n-weighted mean of the two parts'."""
+    parts = new["autoattack_parts"]
+    if parts[0]["offset"] == 0:  # a run from the first image replaces any earlier one
+        return dict(new)
+    old_parts = row.get("autoattack_parts") or [{"offset": 0, "n": row["n_autoattack"],
+                                                 "accuracy": row["autoattack_accuracy"],
+                                                 "trace": row["autoattack_trace"],
+                                                 "seconds": row.get("autoattack_seconds")}]
+    if parts[0]["offset"] != row["n_autoattack"] or list(parts[0]["trace"]) != list(row["autoattack_trace"]):
+        raise ValueError(f"AutoAttack part at offset {parts[0]['offset']} ({list(parts[0]['trace'])}) does not "
+                         f"continue the row's {row['n_autoattack']} images ({list(row['autoattack_trace'])}).")
+    all_parts = old_parts + parts
+    n = sum(p["n"] for p in all_parts)
+
+    def mean(get):
+        return round(sum(get(p) * p["n"] for p in all_parts) / n, 6)
+
+    return {"autoattack_accuracy": mean(lambda p: p["accuracy"]),
+            "autoattack_trace": {c: mean(lambda p, c=c: p["trace"][c]) for c in parts[0]["trace"]},
+            "n_autoattack": n, "autoattack_seconds": round(sum(p["seconds"] or 0 for p in all_parts), 1),
+            "autoattack_parts": all_parts}
 
 
 def autoattack_settings(opts) -> dict:
@@ -307,13 +339,13 @@ def _model_path(opts, key: str, seed: int) -> str:
     return os.path.join(opts.output_dir, f"model_{key}_seed{seed}.pt")
 
 
-def autoattack_row(key: str, seed: int, opts) -> dict:
-    """AutoAttack on the saved model of a finished row: the AutoAttack fields of its row, with its key, seed and label."""
+def autoattack_row(key: str, seed: int, opts, offset: int = 0) -> dict:
+    """AutoAttack on the saved model of a finished row, test images `offset` on: its AutoAttack fields (one part)."""
     spec = row_spec(key, opts)
     _, _, x_te, y_te = load_data(opts, seed)
     model = build_model(opts, pretrained=False, seed=seed)
     model.load_state_dict(torch.load(_model_path(opts, key, seed), weights_only=True))
-    return evaluate_autoattack(model, x_te, y_te, opts) | {"key": key, "seed": seed, "label": spec["label"]}
+    return evaluate_autoattack(model, x_te, y_te, opts, offset) | {"key": key, "seed": seed, "label": spec["label"]}
 
 
 def _autoattack_todo(report, opts) -> list[tuple[str, int]]:
@@ -321,9 +353,18 @@ def _autoattack_todo(report, opts) -> list[tuple[str, int]]:
     `--autoattack_examples` images (an earlier, smaller run): they are attacked again from their saved models."""
     named = {(r["key"], r["seed"]) for r in report["rows"] if r["status"] == "done" and r["key"] in opts.autoattack_set}
     named |= set(best_rows(report["rows"], opts.autoattack_best))
-    return [(r["key"], r["seed"]) for r in report["rows"] if (r["key"], r["seed"]) in named
+    todo = [r for r in report["rows"] if (r["key"], r["seed"]) in named
             and (r.get("n_autoattack") or 0) < opts.autoattack_examples
             and os.path.isfile(_model_path(opts, r["key"], r["seed"]))]
+    # Most robust first: they decide the verdict (and cost the most), so a deadline cuts the least telling rows.
+    return [(r["key"], r["seed"]) for r in sorted(todo, key=lambda r: -r["pgd20_accuracy"])]
+
+
+def _autoattack_offset(row: dict, opts) -> int:
+    """Where a top-up starts: after the images an earlier run attacked with the same components, else at 0."""
+    done = row.get("n_autoattack") or 0
+    same = row.get("autoattack_trace") and list(row["autoattack_trace"]) == opts.autoattack_components.split(",")
+    return done if same and done < opts.autoattack_examples else 0
 
 
 def best_rows(rows, n: int) -> list[tuple[str, int]]:
@@ -334,13 +375,14 @@ def best_rows(rows, n: int) -> list[tuple[str, int]]:
     return [(r["key"], r["seed"]) for r in aft if r["key"] in keys]
 
 
-def _launch(flag: str, key: str, seed: int, out: str):
-    """This script again, as a one-job worker (`--worker` trains a row, `--worker_aa` attacks one) logging to `out`.log."""
+def _launch(flag: str, job: str, out: str):
+    """This script again, as a one-job worker (`--worker KEY:SEED` trains a row, `--worker_aa KEY:SEED:OFFSET` attacks
+    one from test image OFFSET on) logging to `out`.log."""
     import subprocess
 
     with open(out + ".log", "w") as log:
         return subprocess.Popen([sys.executable, os.path.abspath(__file__), *sys.argv[1:], "--jobs", "1", flag,
-                                 f"{key}:{seed}", "--worker_out", out + ".json"], stdout=log, stderr=subprocess.STDOUT,
+                                 job, "--worker_out", out + ".json"], stdout=log, stderr=subprocess.STDOUT,
                                 env=os.environ)
 
 
@@ -348,10 +390,14 @@ def _autoattack_phase(report, opts) -> None:
     """AutoAttack on the rows `_autoattack_todo` lists, `--jobs` worker processes at a time."""
 
     todo = _autoattack_todo(report, opts) if opts.autoattack_examples > 0 else []
+    def row_of(key, seed):
+        return next(r for r in report["rows"] if (r["key"], r["seed"]) == (key, seed))
+
     if opts.jobs <= 1:
         for key, seed in todo:
-            row = next(r for r in report["rows"] if (r["key"], r["seed"]) == (key, seed))
-            row.update({k: v for k, v in autoattack_row(key, seed, opts).items() if k not in ("key", "seed", "label")})
+            row = row_of(key, seed)
+            part = autoattack_row(key, seed, opts, _autoattack_offset(row, opts))
+            row.update(merge_autoattack(row, {k: v for k, v in part.items() if k not in ("key", "seed", "label")}))
             _record(report, opts, row)
         return
     running = {}
@@ -359,16 +405,18 @@ def _autoattack_phase(report, opts) -> None:
         while todo and len(running) < opts.jobs:
             key, seed = todo.pop(0)
             out = os.path.join(opts.output_dir, f"aa_{key}_seed{seed}")
-            running[(key, seed)] = (_launch("--worker_aa", key, seed, out), out)
+            job = f"{key}:{seed}:{_autoattack_offset(row_of(key, seed), opts)}"
+            running[(key, seed)] = (_launch("--worker_aa", job, out), out)
         time.sleep(opts.poll_seconds)
         for (key, seed), (proc, out) in list(running.items()):
             if proc.poll() is None:
                 continue
             del running[(key, seed)]
-            row = next(r for r in report["rows"] if (r["key"], r["seed"]) == (key, seed))
+            row = row_of(key, seed)
             if proc.returncode == 0 and os.path.isfile(out + ".json"):
                 with open(out + ".json") as f:
-                    row.update({k: v for k, v in json.load(f).items() if k not in ("key", "seed", "label")})
+                    part = {k: v for k, v in json.load(f).items() if k not in ("key", "seed", "label")}
+                row.update(merge_autoattack(row, part))
                 _record(report, opts, row)
             else:
                 with open(out + ".log") as f:
@@ -406,7 +454,7 @@ def _run_all(pending, report, opts) -> None:
             if ready(key, seed):
                 pending.remove((key, seed))
                 out = os.path.join(opts.output_dir, f"row_{key}_seed{seed}")
-                running[(key, seed)] = (_launch("--worker", key, seed, out), out)
+                running[(key, seed)] = (_launch("--worker", f"{key}:{seed}", out), out)
         if not running and pending:  # nothing can start: the clean row failed
             for key, seed in pending:
                 _record(report, opts, {"key": key, "seed": seed, "label": ROWS[key][0], "status": "not run",
@@ -464,8 +512,8 @@ def main(opts) -> dict:
     logging.getLogger("transformers").setLevel(logging.ERROR)
     torch.set_num_threads(opts.threads)
     if opts.worker_aa:  # AutoAttack on one finished row's saved model, in a worker process
-        key, seed = opts.worker_aa.split(":")
-        row = autoattack_row(key, int(seed), opts)
+        key, seed, offset = opts.worker_aa.split(":")
+        row = autoattack_row(key, int(seed), opts, int(offset))
         with open(opts.worker_out, "w") as f:
             json.dump(row, f)
         return row
@@ -555,7 +603,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight_decay", type=float, default=0.01)
     p.add_argument("--autoattack_examples", type=int, default=200,
                    help="Test images of AutoAttack (the first of the same test set; issue 12 asks for >= 500: a re-run "
-                        "with --autoattack_examples 500 tops the finished rows up without retraining).")
+                        "with --autoattack_examples 500 tops the finished rows up without retraining, attacking only "
+                        "the images not attacked yet).")
     p.add_argument("--autoattack_components", default="apgd-ce,apgd-t")
     p.add_argument("--autoattack_rows", default="a,best2",
                    help="Rows evaluated with AutoAttack too: row keys, 'bestN' (the N AFT rows of highest PGD-20 "
@@ -565,7 +614,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=2, help="Rows trained at once, each in its own process.")
     p.add_argument("--poll_seconds", type=float, default=5.0, help=argparse.SUPPRESS)
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # KEY:SEED, set by --jobs
-    p.add_argument("--worker_aa", default=None, help=argparse.SUPPRESS)  # KEY:SEED, set by the `bestN` phase
+    p.add_argument("--worker_aa", default=None, help=argparse.SUPPRESS)  # KEY:SEED:OFFSET, set by the AutoAttack phase
     p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None)

@@ -50,7 +50,8 @@ def verdict(rows) -> dict:
     if reaching:
         text = (f"YES at {ratio:.3f}x (1/{1 / ratio:.1f}) of (a)'s adversarial passes: {best['label']} reaches "
                 f"{metric} {score(best):.3f} (a: {score(a):.3f}) with clean accuracy {best['clean_accuracy']:.3f} "
-                f"(a: {a['clean_accuracy']:.3f}).")
+                f"(a: {a['clean_accuracy']:.3f}). The target (<= 1/4) is "
+                f"{'met' if ratio <= 0.25 + 1e-9 else 'NOT met'}.")
     else:
         text = (f"NO: no AFT row reaches (a)'s {metric} accuracy {score(a):.3f} with clean accuracy no lower than "
                 f"its {a['clean_accuracy']:.3f}. The best, {best['label']}, reaches {metric} {score(best):.3f} "

@@ -188,6 +188,28 @@ def test_fashion_mnist_reader(compute_to_robustness, tmp_path, gzipped, monkeypa
         compute_to_robustness.load_data(opts)
 
 
+def test_aft_study_merges_autoattack_parts():
+    """A top-up's AutoAttack part continues the row's images: accuracies are n-weighted means; a mismatch is refused."""
+    merge = _load("aft_study").merge_autoattack
+    row = {"n_autoattack": 200, "autoattack_accuracy": 0.5, "autoattack_trace": {"apgd-ce": 0.6, "apgd-t": 0.5},
+           "autoattack_seconds": 10.0}
+
+    def part(offset, n, acc, trace):
+        return {"autoattack_parts": [{"offset": offset, "n": n, "accuracy": acc, "trace": trace, "seconds": 5.0}],
+                "n_autoattack": n, "autoattack_accuracy": acc, "autoattack_trace": trace, "autoattack_seconds": 5.0}
+
+    merged = merge(row, part(200, 300, 0.2, {"apgd-ce": 0.3, "apgd-t": 0.2}))
+    assert merged["n_autoattack"] == 500 and merged["autoattack_accuracy"] == pytest.approx(0.32)
+    assert merged["autoattack_trace"] == pytest.approx({"apgd-ce": 0.42, "apgd-t": 0.32})
+    assert [(p["offset"], p["n"]) for p in merged["autoattack_parts"]] == [(0, 200), (200, 300)]
+    assert merged["autoattack_seconds"] == 15.0
+    assert merge(row, part(0, 500, 0.1, {"apgd-ce": 0.2, "apgd-t": 0.1}))["n_autoattack"] == 500  # a fresh run replaces
+    with pytest.raises(ValueError, match="does not continue"):
+        merge(row, part(100, 400, 0.2, {"apgd-ce": 0.3, "apgd-t": 0.2}))  # a gap or overlap in the images
+    with pytest.raises(ValueError, match="does not continue"):
+        merge(row, part(200, 300, 0.2, {"apgd-ce": 0.3}))  # other components
+
+
 @pytest.mark.slow
 def test_aft_study_quick_bookkeeping_and_resume(tmp_path):
     """benchmarks/aft_study.py --quick on fake Fashion-MNIST files: passes, totals, partial JSON, resume, outputs."""
@@ -245,6 +267,11 @@ def test_aft_study_quick_bookkeeping_and_resume(tmp_path):
     study.main(study.make_parser().parse_args([*argv[:-1], "8"]))
     topped = {r["key"]: r for r in json.loads(out.read_text())["rows"]}
     assert [topped[k]["n_autoattack"] for k in ("a", "aft4_ssfd")] == [8, 8] and topped["clean"]["n_autoattack"] == 0
+    for key in ("a", "aft4_ssfd"):  # only images 4..7 were attacked; the result is the n-weighted mean of both parts
+        parts = topped[key]["autoattack_parts"]
+        assert [(p["offset"], p["n"]) for p in parts] == [(0, 4), (4, 4)]
+        assert parts[0]["accuracy"] == rows[key]["autoattack_accuracy"]
+        assert topped[key]["autoattack_accuracy"] == pytest.approx((parts[0]["accuracy"] + parts[1]["accuracy"]) / 2)
     assert all(topped[k]["train_seconds"] == rows[k]["train_seconds"] for k in rows)
     # An unknown row fails before any training.
     with pytest.raises(ValueError, match="Unknown row"):
