@@ -16,7 +16,10 @@ variant) is one run; the variants change AdvTrainer only, the other rows stay as
 - `default`: AdvTrainer as configured by default;
 - `compile`: `AdvTrainingArguments(torch_compile=True)` (the Trainer's own flag; the attack runs through the compiled
   model), compared with the uncompiled hand loop;
-- `channels_last`: `AdvTrainingArguments(adv_channels_last=True)`.
+- `channels_last`: `AdvTrainingArguments(adv_channels_last=True)`;
+- `grad_norm_every_step`: `AdvTrainingArguments(adv_grad_norm="every_step")`, transformers' own behaviour (the
+  gradient norm on every step, for the logs, even without clipping); `default` computes it only on logged steps, and
+  these timed runs log nothing.
 
 `bf16` runs every implementation under bfloat16 autocast (AdvTrainer through `bf16=True`).
 
@@ -63,7 +66,8 @@ from hf_advft import AdvTrainer  # noqa: E402
 
 MODELS = ("vit_b16", "resnet50")
 DTYPES = ("fp32", "bf16")
-VARIANTS = {"default": {}, "compile": {"torch_compile": True}, "channels_last": {"adv_channels_last": True}}
+VARIANTS = {"default": {}, "compile": {"torch_compile": True}, "channels_last": {"adv_channels_last": True},
+            "grad_norm_every_step": {"adv_grad_norm": "every_step"}}
 PEERS = ("clean", "hand loop", "torchattacks")
 
 

@@ -16,7 +16,7 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
-from transformers import Trainer
+from transformers import IntervalStrategy, Trainer
 from transformers.utils import logging
 
 from .attacks import SINGLE_STEP_ATTACKS, fgsm, n_fgsm, pgd
@@ -331,6 +331,25 @@ class AdvTrainer(AdvEvaluationMixin, AdvCheckpointMixin, Trainer):
             self._created_lr_scheduler = True
             return self.lr_scheduler
         return super().create_scheduler(num_training_steps, optimizer)
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        # transformers 5 computes the gradient norm for its logs on every step, even with max_grad_norm=0 (no
+        # clipping): `clip_grad_norm_(inf)`, a norm and a multiply by 1.0 over every gradient. With
+        # adv_grad_norm="when_logged" it is computed only on the steps whose log will show it; the logs are unchanged.
+        if grad_norm is None and self.args.adv_grad_norm == "when_logged" and not self._step_logs_grad_norm():
+            return None
+        return super()._get_grad_norm(model, grad_norm=grad_norm)
+
+    def _step_logs_grad_norm(self) -> bool:
+        """Whether the optimizer step being made will be logged, as `DefaultFlowCallback.on_step_end` decides it (with
+        `logging_strategy="epoch"` the epoch's last step is not known here: every step keeps its norm)."""
+        args, state = self.args, self.state
+        step = state.global_step + 1  # the Trainer increments global_step after the optimizer step
+        if step == 1 and args.logging_first_step:
+            return True
+        if args.logging_strategy == IntervalStrategy.STEPS:
+            return bool(state.logging_steps) and step % state.logging_steps == 0
+        return args.logging_strategy == IntervalStrategy.EPOCH
 
     @property
     def weights_step(self) -> int:

@@ -15,6 +15,7 @@ from .schedules import SLOW_START_FAST_DECAY
 
 
 ATTACK_MODES = ("eval", "train")
+GRAD_NORM_POLICIES = ("when_logged", "every_step")
 # Fast-AT (FGSM with random start, Wong et al. 2020) takes one step of about 1.25 * epsilon.
 FAST_AT_STEP_RATIO = 1.25
 EPSILON_SCHEDULES = ("constant", "linear")
@@ -143,6 +144,12 @@ class AdvTrainingArguments(TrainingArguments):
         metadata={"help": "Keep the model's 4-D weights and the attack's images in channels_last memory format "
                           "(a standard speed-up for CNNs on recent GPUs; off until measured faster, see benchmarks/README.md)."},
     )
+    adv_grad_norm: str = field(
+        default="when_logged",
+        metadata={"help": "When the gradient norm of the logs is computed if max_grad_norm=0 (no clipping): "
+                          "'when_logged' (only on the steps that log it: the logs are unchanged, the other steps skip "
+                          "two passes over every gradient) or 'every_step' (as transformers does)."},
+    )
     adv_pixel_key: str = field(default="pixel_values", metadata={"help": "Batch key holding the images."})
     adv_label_key: str = field(default="labels", metadata={"help": "Batch key holding the class labels."})
 
@@ -237,6 +244,8 @@ class AdvTrainingArguments(TrainingArguments):
                               allow_zero_epsilon=False)
         if self.adv_eval_max_examples is not None and self.adv_eval_max_examples < 1:
             raise ValueError(f"adv_eval_max_examples must be >= 1 or None, got {self.adv_eval_max_examples}.")
+        if self.adv_grad_norm not in GRAD_NORM_POLICIES:
+            raise ValueError(f"adv_grad_norm must be one of {GRAD_NORM_POLICIES}, got {self.adv_grad_norm!r}.")
         if not isinstance(self.adv_channels_last, bool):
             raise TypeError(f"adv_channels_last must be True or False, got {self.adv_channels_last!r}.")
         if (self.adv_image_mean is None) != (self.adv_image_std is None):

@@ -121,3 +121,48 @@ def test_pixel_space_reuses_its_mean_and_std():
     assert space._stats(x.double())[0].dtype == torch.float64  # one copy per dtype (and device)
     assert torch.allclose(space.to_pixels(space.to_model(x)), x, atol=1e-6)
     assert space == PixelSpace((0.5, 0.4, 0.3), (0.2, 0.2, 0.2), source="explicit")  # the cache is not compared
+
+
+class LogRecorder(TrainerCallback):
+    def __init__(self):
+        self.logs = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.logs.append((state.global_step, dict(logs)))
+
+
+@pytest.mark.parametrize(("policy", "max_grad_norm", "first", "calls"),
+                         [("when_logged", 0.0, False, 2), ("when_logged", 0.0, True, 3), ("every_step", 0.0, False, 6),
+                          ("when_logged", 1.0, False, 6)])
+def test_grad_norm_only_on_logged_steps(tmp_path, monkeypatch, policy, max_grad_norm, first, calls):
+    """Without clipping, adv_grad_norm="when_logged" computes the gradient norm only on the steps that log it
+    (logging_steps=3 of 6 steps: 2, plus step 1 with logging_first_step); the logs are those of "every_step";
+    clipping (max_grad_norm > 0) still happens on every step."""
+    from accelerate import Accelerator
+
+    norms = []
+    real = Accelerator.clip_grad_norm_
+    monkeypatch.setattr(Accelerator, "clip_grad_norm_", lambda self, *a, **k: norms.append(1) or real(self, *a, **k))
+
+    def run(grad_norm_policy):
+        recorder = LogRecorder()
+        args = _args(tmp_path, max_steps=6, logging_steps=3, max_grad_norm=max_grad_norm, logging_first_step=first,
+                     adv_grad_norm=grad_norm_policy)
+        torch.manual_seed(0)
+        AdvTrainer(model=SmallCNN(), args=args, train_dataset=_data(), callbacks=[recorder]).train()
+        return recorder.logs
+
+    logs = run(policy)
+    assert len(norms) == calls
+    assert [step for step, _ in logs] == ([1, 3, 6] if first else [3, 6])
+    assert all("grad_norm" in entry and entry["grad_norm"] > 0 for _, entry in logs)
+    norms.clear()
+    reference = run("every_step")
+    assert len(norms) == 6
+    assert [(s, e["grad_norm"], e["loss"]) for s, e in logs] == [(s, e["grad_norm"], e["loss"]) for s, e in reference]
+
+
+def test_grad_norm_policy_is_checked(tmp_path):
+    with pytest.raises(ValueError, match="adv_grad_norm must be one of"):
+        _args(tmp_path, adv_grad_norm="never")
