@@ -7,6 +7,7 @@ The trainer, the evaluation code and the benchmarks only *call* these functions.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 
 import torch
@@ -68,7 +69,7 @@ def check_attack_args(
 
     if norm not in NORMS:
         raise ValueError(f"{name('norm')}={norm!r} is unknown: use one of {NORMS}.")
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not math.isfinite(epsilon):
+    if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real) or not math.isfinite(epsilon):
         raise ValueError(f"{name('epsilon')} must be a number in pixel units of images in [0, 1] (e.g. 8/255), got "
                          f"{epsilon!r}.")
     if epsilon < 0 or (epsilon == 0 and not allow_zero_epsilon):
@@ -77,10 +78,10 @@ def check_attack_args(
     if norm == "linf" and epsilon > 1:
         raise ValueError(f"{name('epsilon')}={epsilon:g} is larger than the whole [0, 1] pixel range: epsilon is in "
                          f"pixel units of images in [0, 1], so write 8/255 (= {8 / 255:.4f}), not {epsilon:g}.")
-    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
+    if steps is not None and (not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps < 1):
         raise ValueError(f"{name('steps')} must be an integer >= 1, got {steps!r} (steps=1 with a random start is "
                          f"FGSM/Fast-AT).")
-    if not isinstance(restarts, int) or isinstance(restarts, bool) or restarts < 1:
+    if not isinstance(restarts, numbers.Integral) or isinstance(restarts, bool) or restarts < 1:
         raise ValueError(f"{name('restarts')} must be an integer >= 1, got {restarts!r}.")
     if step_size is not None and not step_size > 0:
         raise ValueError(f"{name('step_size')} must be > 0, got {step_size}.")
@@ -370,12 +371,10 @@ def n_fgsm(logits_fn: LogitsFn, x: torch.Tensor, y: torch.Tensor, *, epsilon: fl
     True
     ```
     """
+    check_attack_args(epsilon=epsilon, norm=norm)
     step_size = epsilon if step_size is None else step_size
-    if norm not in NORMS:
-        raise ValueError(f"Unknown norm {norm!r}: use one of {NORMS}.")
-    if epsilon < 0 or noise_factor < 0 or step_size < 0:
-        raise ValueError(f"epsilon, noise_factor and step_size must be >= 0, got {epsilon}, {noise_factor}, "
-                         f"{step_size}.")
+    if noise_factor < 0 or step_size < 0:
+        raise ValueError(f"noise_factor and step_size must be >= 0, got {noise_factor} and {step_size}.")
     x = x.detach()
     if x.numel() == 0 or epsilon == 0:
         return x.clone()

@@ -168,6 +168,7 @@ def test_one_epsilon_and_steps_check_with_one_message(tmp_path, capsys):
 
     from hf_advft import AdvTrainingArguments, RobustEvalConfig, pgd
     from hf_advft.app import parse_epsilon
+    from hf_advft.attacks import n_fgsm
     from hf_advft.cli import main
     from hf_advft.gallery import attack_examples
 
@@ -197,8 +198,14 @@ def test_one_epsilon_and_steps_check_with_one_message(tmp_path, capsys):
     assert steps[0] == "adv_" + steps[2] and steps[1] == "pgd_" + steps[2] and gallery == steps[2]
     assert steps[2].startswith("steps must be an integer >= 1, got 0")
     norm = _messages([lambda: AdvTrainingArguments(output_dir=str(tmp_path), report_to="none", adv_norm="l1"),
-                      lambda: RobustEvalConfig(norm="l1")])
-    assert norm[0] == "adv_" + norm[1] and norm[1].startswith("norm='l1' is unknown")
+                      lambda: RobustEvalConfig(norm="l1"), lambda: n_fgsm(net, x, y, epsilon=0.1, norm="l1")])
+    assert norm[0] == "adv_" + norm[1] and norm[1].startswith("norm='l1' is unknown") and norm[2] == norm[1]
+    assert _messages([lambda: n_fgsm(net, x, y, epsilon=8)])[0] == expected
+    # NumPy scalars (a value read from an array or a config) are numbers like any other
+    import numpy as np
+
+    out = pgd(net, x, y, epsilon=np.float32(0.1), step_size=np.float64(0.05), steps=np.int64(2), restarts=np.int32(1))
+    assert float((out - x).abs().max()) <= 0.1 + 1e-6
 
 
 # An adv_results.json `evaluation` as hf-advft wrote it before the record was typed (a plain dict): no source,
