@@ -279,6 +279,8 @@ def save_trainer_files(trainer, output_dir: str, **card) -> None:
     results = card_results(library=library, step=step, training=training, pixel_space=trainer.pixel_space,
                            input_shape=input_shape_of(model), evaluation=evaluation, compute=compute, card=card_meta)
     results["has_processor"] = (folder / "preprocessor_config.json").is_file()
+    # A LoRA save holds only the adapter: the card's usage loads it onto its base model, not as a whole model.
+    results["adapter"] = is_adapter_model(trainer.accelerator.unwrap_model(trainer.model))
     results["eval_data"] = fields.get("eval_data")
     _write_card(folder, args.adv_config(), results, repo_id=repo_id, curve_image=curve_image,
                 gallery_image=gallery_image)
@@ -319,6 +321,7 @@ def folder_results(folder: str | os.PathLike) -> tuple[dict | None, dict]:
                                pixel_space=PixelSpace(mean, std, source="adv_config.json") if mean else PixelSpace(),
                                input_shape=None, evaluation=None, compute={}, card={})
         results["has_processor"] = (folder / "preprocessor_config.json").is_file()
+    results.setdefault("adapter", (folder / "adapter_config.json").is_file())  # files written before the flag
     return adv_config, results
 
 

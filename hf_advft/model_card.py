@@ -153,6 +153,7 @@ def render_model_card(adv_config: dict | None, results: dict, *, repo_id: str | 
         repo_id=location,
         timm_name=timm_name,
         has_processor=bool(results.get("has_processor")),
+        adapter=bool(results.get("adapter")),
         input_shape=", ".join(str(s) for s in (results.get("input_shape") or [3, 224, 224])),
         mean=[round(m, 6) for m in mean],
         std=[round(s, 6) for s in std],

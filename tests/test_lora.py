@@ -82,7 +82,12 @@ def test_lora_trains_only_adapters_attacks_through_them_and_loads_back(tmp_path,
     assert {"adapter_config.json", "adapter_model.safetensors", "adv_config.json", "README.md"} <= \
         {p.name for p in folder.iterdir()}
     assert not (folder / "model.safetensors").exists()
-    assert MODEL_CARD_MARKER in (folder / "README.md").read_text()  # the robust card, not peft's stub
+    card = (folder / "README.md").read_text()
+    assert MODEL_CARD_MARKER in card  # the robust card, not peft's stub
+    # Its usage loads the adapter onto the base model: a plain from_pretrained / create_model of this folder would fail
+    usage = card.split("## Usage")[1].split("## Limitations")[0]
+    assert "PeftModel.from_pretrained(base_model" in usage and "load_robust_model" in usage
+    assert "AutoModelForImageClassification" not in usage and "timm.create_model" not in usage
     robust = load_robust_model(folder)
     assert isinstance(robust.model, peft.PeftModel) and not robust.model.training
     assert robust.adv_config["adv_steps"] == 2 and robust.pixel_space.mean == (0.5, 0.5, 0.5)
