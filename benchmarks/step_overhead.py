@@ -44,7 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench_common
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from bench_common import DictDataset, hardware  # noqa: E402
+from bench_common import DictDataset, allocator_env, hardware  # noqa: E402
 from torch import nn  # noqa: E402
 from transformers import PreTrainedModel, PrinterCallback, TrainerCallback  # noqa: E402
 
@@ -359,7 +359,8 @@ def main(opts) -> dict:
     meta = {"command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"),
             "hardware": hardware(opts.device),
             "load_average_at_start_and_end": [load_at_start, os.getloadavg()[0]],
-            "torch": torch.__version__, "seconds": round(time.time() - start, 1)}
+            "torch": torch.__version__, "seconds": round(time.time() - start, 1),
+            "allocator_env": allocator_env()}
     report = {"meta": meta, "settings": vars(opts), "results": results}
     os.makedirs(os.path.dirname(opts.json) or ".", exist_ok=True)
     with open(opts.json, "w") as f:

@@ -47,7 +47,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench_common, 
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from bench_common import DictDataset, hardware  # noqa: E402
+from bench_common import DictDataset, allocator_env, hardware  # noqa: E402
 from step_overhead import (  # noqa: E402
     PEER_CLASSES,
     HandLoop,
@@ -234,7 +234,8 @@ def main(opts) -> dict:
                 meta = {"command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"),
                         "hardware": hardware(opts.device), "torch": torch.__version__,
                         "load_average_at_start_and_end": [load_at_start, os.getloadavg()[0]],
-                        "seconds": round(time.time() - start, 1)}
+                        "seconds": round(time.time() - start, 1),
+                        "allocator_env": allocator_env()}
                 report = {"meta": meta, "settings": vars(opts), "results": results}
                 with open(opts.json, "w") as f:
                     json.dump(report, f, indent=2)

@@ -276,3 +276,25 @@ def test_aft_study_quick_bookkeeping_and_resume(tmp_path):
     # An unknown row fails before any training.
     with pytest.raises(ValueError, match="Unknown row"):
         study.main(study.make_parser().parse_args([*argv[:2], "clean,zzz", *argv[3:]]))
+
+
+def test_step_phases_quick_bookkeeping(tmp_path):
+    """benchmarks/step_phases.py --quick: every phase timed once per step for both loops, medians over the rest."""
+    phases = _load("step_phases")
+    out = tmp_path / "phases.json"
+    opts = phases.make_parser().parse_args(["--quick", "--output_dir", str(tmp_path / "run"), "--json", str(out)])
+    report = phases.main(opts)
+    saved = json.loads(out.read_text())
+    assert saved["median_s"] == report["median_s"] and "allocator_env" in saved["meta"]
+    for impl in ("AdvTrainer", "hand loop"):
+        steps = saved["every_step_s"][impl]
+        assert set(steps) == set(phases.PHASES) and all(len(v) == opts.train_steps for v in steps.values()), impl
+        parts = sum(saved["median_s"][impl][p] for p in phases.PHASES[:4])
+        assert 0 < parts and all(t > 0 for v in steps.values() for t in v)
+    # the hand loop's phases are the whole of its step; AdvTrainer's step also holds the Trainer's own work
+    for i in range(opts.train_steps):
+        hand = saved["every_step_s"]["hand loop"]
+        assert sum(hand[p][i] for p in phases.PHASES[:4]) == pytest.approx(hand["whole step"][i], rel=1e-6)
+        adv = saved["every_step_s"]["AdvTrainer"]
+        assert sum(adv[p][i] for p in phases.PHASES[:4]) <= adv["whole step"][i]
+    assert phases.to_markdown(report["median_s"]).count("\n") == len(phases.PHASES) + 1
