@@ -60,10 +60,25 @@ def verdict(rows) -> dict:
             "target_met": bool(reaching) and ratio <= 0.25 + 1e-9}
 
 
+def ordered(rows) -> list:
+    """The rows by seed; the baselines first, then the AFT rows by budget (1/8, 1/4, 1/2), each in `ROWS` order,
+    whatever order they finished in."""
+    from aft_study_rows import ROWS
+
+    order = {key: i for i, key in enumerate(ROWS)}
+
+    def key(r):
+        aft = r["key"].startswith("aft")
+        budget = ROWS[r["key"]][2] if aft and r["key"] in ROWS else 0
+        return r["seed"], aft, budget, order.get(r["key"], len(order)), r["key"]
+
+    return sorted(rows, key=key)
+
+
 def to_markdown(report) -> str:
     lines = ["| row | seed | clean acc | PGD-20 acc | AutoAttack acc (APGD-CE+T) | adversarial fwd+bwd | "
              "total fwd+bwd | train s | eval s |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in report["rows"]:
+    for r in ordered(report["rows"]):
         if r["status"] != "done":
             why = r["why"] if r["status"] == "not run" else "failed: the JSON's `why` holds the log's tail"
             lines.append(f"| {r['label']} | {r['seed']} | {why} | | | | | | |")
@@ -85,7 +100,7 @@ def plot(report, opts) -> str | None:
     except ImportError:
         logger.warning("matplotlib is not installed: no plot (pip install matplotlib).")
         return None
-    rows = [r for r in report["rows"] if r["status"] == "done" and r["key"] != "clean"]
+    rows = [r for r in ordered(report["rows"]) if r["status"] == "done" and r["key"] != "clean"]
     fig, ax = plt.subplots(figsize=(8, 5))
     markers = "osD^v<>pPhX*dH8"
     for i, r in enumerate(rows):
