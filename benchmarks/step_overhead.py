@@ -108,24 +108,35 @@ class HandLoop:
         return self.x[idx].to(self.device), self.y[idx].to(self.device)
 
     def run(self, n: int) -> None:
-        eps, alpha = self.opts.epsilon, self.opts.step_size
         for _ in range(n):
-            x, y = self._next_batch()
-            self.model.eval()
-            for p in self.params:
-                p.requires_grad_(False)
-            x_adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
-            for _ in range(self.opts.steps):
-                x_adv.requires_grad_(True)
-                (grad,) = torch.autograd.grad(F.cross_entropy(self.model(x_adv), y), x_adv)
-                x_adv = (x + (x_adv.detach() + alpha * grad.sign() - x).clamp(-eps, eps)).clamp(0, 1)
-            for p in self.params:
-                p.requires_grad_(True)
-            self.model.train()
-            loss = F.cross_entropy(self.model(x_adv), y)
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
+            self.step()
+
+    def step(self, marks: list | None = None) -> None:
+        """One optimizer step; with `marks`, the perf_counter at its start and after the attack, the update's forward,
+        its backward and the optimizer step (`step_phases.py` times the phases from them)."""
+        eps, alpha = self.opts.epsilon, self.opts.step_size
+        mark = marks.append if marks is not None else (lambda _: None)
+        x, y = self._next_batch()
+        mark(time.perf_counter())
+        self.model.eval()
+        for p in self.params:
+            p.requires_grad_(False)
+        x_adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
+        for _ in range(self.opts.steps):
+            x_adv.requires_grad_(True)
+            (grad,) = torch.autograd.grad(F.cross_entropy(self.model(x_adv), y), x_adv)
+            x_adv = (x + (x_adv.detach() + alpha * grad.sign() - x).clamp(-eps, eps)).clamp(0, 1)
+        for p in self.params:
+            p.requires_grad_(True)
+        self.model.train()
+        mark(time.perf_counter())
+        loss = F.cross_entropy(self.model(x_adv), y)
+        mark(time.perf_counter())
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        mark(time.perf_counter())
+        self.opt.step()
+        mark(time.perf_counter())
 
 
 class TorchattacksLoop(HandLoop):

@@ -2,9 +2,9 @@
 
 `throughput.py` and `step_overhead.py` time whole steps; this splits one step into the attack (k forward+backward
 passes to the input), the update's forward, its backward and the optimizer step, for AdvTrainer (wrapping its
-`craft_adversarial`, `compute_loss`, `accelerator.backward` and optimizer `step`) and for `step_overhead.HandLoop`'s
-loop written out with the same timers. After every AdvTrainer step a callback runs one hand-loop step, so both see
-the same load. Medians over the steps after `--warmup`.
+`craft_adversarial`, `compute_loss`, `accelerator.backward` and optimizer `step`) and for `step_overhead.HandLoop`
+(its `step(marks)` marks the same phases). After every AdvTrainer step a callback runs one hand-loop step, so both
+see the same load. Medians over the steps after `--warmup`.
 
 This is how the CPU gap of issue 14 was attributed (benchmarks/README.md, "Throughput at real sizes"): every phase
 costs the same but the backward, which costs AdvTrainer more under glibc's default allocator (the Trainer frees the
@@ -35,7 +35,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 from bench_common import DictDataset, allocator_env, hardware  # noqa: E402
 from step_overhead import build_peers, trainer_args  # noqa: E402
 from transformers import PrinterCallback, TrainerCallback  # noqa: E402
@@ -56,32 +55,13 @@ def build(name: str, image_size: int, quick: bool):
     return step_overhead.build_model(name, image_size, quick)
 
 
-def hand_step(hand, opts, times: dict) -> None:
-    """One step of `step_overhead.HandLoop.run`, with a timer around each phase."""
-    x, y = hand._next_batch()
-    start = time.perf_counter()
-    hand.model.eval()
-    for p in hand.params:
-        p.requires_grad_(False)
-    x_adv = (x + torch.empty_like(x).uniform_(-opts.epsilon, opts.epsilon)).clamp(0, 1)
-    for _ in range(opts.steps):
-        x_adv.requires_grad_(True)
-        (grad,) = torch.autograd.grad(F.cross_entropy(hand.model(x_adv), y), x_adv)
-        x_adv = (x + (x_adv.detach() + opts.step_size * grad.sign() - x).clamp(-opts.epsilon, opts.epsilon)).clamp(0, 1)
-    for p in hand.params:
-        p.requires_grad_(True)
-    hand.model.train()
-    marks = [start, time.perf_counter()]
-    loss = F.cross_entropy(hand.model(x_adv), y)
-    marks.append(time.perf_counter())
-    hand.opt.zero_grad(set_to_none=True)
-    loss.backward()
-    marks.append(time.perf_counter())
-    hand.opt.step()
-    marks.append(time.perf_counter())
+def hand_step(hand, times: dict) -> None:
+    """One step of `step_overhead.HandLoop`, its phases timed from the marks it takes."""
+    marks = []
+    hand.step(marks)
     for name, (a, b) in zip(PHASES, zip(marks, marks[1:])):
         times[name].append(b - a)
-    times["whole step"].append(marks[-1] - start)
+    times["whole step"].append(marks[-1] - marks[0])
 
 
 class Phases(TrainerCallback):
@@ -95,7 +75,7 @@ class Phases(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.adv["whole step"].append(time.perf_counter() - self.begin)
-        hand_step(self.hand, self.opts, self.hand_times)
+        hand_step(self.hand, self.hand_times)
 
 
 def _timed(times: list, fn):
