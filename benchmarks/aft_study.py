@@ -16,7 +16,8 @@ pixels, as the data has them. Rows (`--rows`, keys in `ROWS`, in the order run):
   e         PGD-AT straight from the ImageNet weights at the A/4 budget
 
 Every row reports clean and PGD-20 accuracy, and the rows `--autoattack_rows` names (keys; `bestN`, the N AFT rows of
-highest PGD-20 accuracy, attacked from their saved models once every row trained; `all`, most robust first)
+highest PGD-20 accuracy, attacked from their saved models once every row trained; `all`, every row, the clean model
+too, most robust first)
 AutoAttack (APGD-CE + APGD-T) accuracy, all through `hf_advft.evaluation.evaluate_robustness`; adversarial and total forward+backward passes
 (AdvTrainer's own count; the AFT rows carry the clean fine-tuning's passes in their total) and wall time. Results are written after each row
 (`--json`); a re-run with the same settings skips the rows already there (`--fresh` starts over), so a crash or a
@@ -508,7 +509,7 @@ def main(opts) -> dict:
     tokens = [t.strip() for t in opts.autoattack_rows.split(",") if t.strip()]
     best = [t for t in tokens if t.startswith("best")]
     opts.autoattack_best = int(best[-1][4:] or 1) if best else 0
-    opts.autoattack_set = set(ROWS) - {"clean"} if "all" in tokens else set(tokens) - set(best)
+    opts.autoattack_set = set(ROWS) if "all" in tokens else set(tokens) - set(best)
     logging.getLogger("transformers").setLevel(logging.ERROR)
     torch.set_num_threads(opts.threads)
     if opts.worker_aa:  # AutoAttack on one finished row's saved model, in a worker process
