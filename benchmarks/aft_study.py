@@ -11,7 +11,8 @@ pixels, as the data has them. Rows (`--rows`, keys in `ROWS`, in the order run):
   a         PGD-AT from random init, the full budget (A adversarial passes)
   aft8_*    AFT at A/8 adversarial passes; aft4_* at A/4: slow-start-fast-decay (ssfd), constant, cosine LR;
             delayed eps ramp; FGSM-RS and N-FGSM (1 pass per example, so k times the epochs); TRADES; MART;
-            weight EMA; AWP; LoRA (peft); aft2_* at A/2 (above the target's budget: where AFT meets (a), if it does)
+            weight EMA; AWP; LoRA (peft); aft2_* at A/2 and aft34_* at 3A/4 (above the target's budget:
+            where AFT meets (a), if it does)
   a_short   (a') PGD-AT from random init at the A/4 budget
   e         PGD-AT straight from the ImageNet weights at the A/4 budget
 

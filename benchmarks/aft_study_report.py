@@ -61,7 +61,7 @@ def verdict(rows) -> dict:
 
 
 def ordered(rows) -> list:
-    """The rows by seed; the baselines first, then the AFT rows by budget (1/8, 1/4, 1/2), each in `ROWS` order,
+    """The rows by seed; the baselines first, then the AFT rows by budget (1/8, 1/4, 1/2, 3/4), each in `ROWS` order,
     whatever order they finished in."""
     from aft_study_rows import ROWS
 

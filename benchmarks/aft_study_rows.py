@@ -39,6 +39,7 @@ ROWS = {
     # above the target's budget: where (if anywhere) AFT meets (a), which gives the best ratio found
     "aft2_ssfd": ("AFT 1/2, slow-start-fast-decay", "clean", 1 / 2, {}),
     "aft2_nfgsm": ("AFT 1/2, N-FGSM (k x epochs)", "clean", 1 / 2, {"adv_attack": "n_fgsm"}),
+    "aft34_nfgsm": ("AFT 3/4, N-FGSM (k x epochs)", "clean", 3 / 4, {"adv_attack": "n_fgsm"}),
 }
 # Most important first: the baselines the verdict needs, the main AFT row, then the techniques.
 DEFAULT_ROWS = ("clean", "a", "e", "a_short", "aft4_ssfd", "aft8_ssfd", "aft4_bn_live", "aft4_lr_low", "aft4_lr_high",
