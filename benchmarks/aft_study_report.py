@@ -20,44 +20,70 @@ def _total(row) -> int:
     return row["attack_passes"] + row["update_passes"] + row.get("pretrain_passes", 0)
 
 
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values)
+
+
 def verdict(rows) -> dict:
     """Which AFT row reaches (a)'s robust accuracy, with clean accuracy no lower, at the fewest adversarial passes?
 
-    Judged on AutoAttack where (a) and some AFT rows have it (those rows only), else on PGD-20 (every AFT row).
+    A row is compared with (a) on the seeds both have, by the means over those seeds (one seed is one comparison; two
+    seeds are judged on their average, not on the luckier one). Judged on AutoAttack where (a) and some AFT rows have
+    it (those rows, on the seeds where both have it), else on PGD-20 (every AFT row).
     """
     done = [r for r in rows if r["status"] == "done"]
-    done = [r for r in done if r["seed"] == min(x["seed"] for x in done)]
-    a = next((r for r in done if r["key"] == "a"), None)
-    aft = [r for r in done if r["key"].startswith("aft")]
-    if a is None or not aft:
+    a_by_seed = {r["seed"]: r for r in done if r["key"] == "a"}
+    aft = [r for r in done if r["key"].startswith("aft") and r["seed"] in a_by_seed]
+    if not a_by_seed or not aft:
         return {"text": "No verdict: (a) or every AFT row is missing.", "reaches": None, "metric": None}
-    with_aa = [r for r in aft if r.get("autoattack_accuracy") is not None]
-    if a.get("autoattack_accuracy") is not None and with_aa:
-        metric, comparable, score = "AutoAttack", with_aa, _robust
+
+    def has_aa(r):
+        return r.get("autoattack_accuracy") is not None
+
+    if any(has_aa(r) and has_aa(a_by_seed[r["seed"]]) for r in aft):
+        metric, score = "AutoAttack", _robust
+        aft = [r for r in aft if has_aa(r) and has_aa(a_by_seed[r["seed"]])]
     else:
-        metric, comparable, score = "PGD-20", aft, (lambda r: r["pgd20_accuracy"])
-    if score(a) < MIN_BASELINE_ROBUSTNESS:  # "reaching" a baseline with no robustness would mean nothing
-        best = max(comparable, key=lambda r: (score(r), r["clean_accuracy"]))
-        return {"text": f"NO VERDICT: (a) itself learned no robustness ({metric} {score(a):.3f}, clean "
-                        f"{a['clean_accuracy']:.3f}), so reaching it means nothing; the best AFT row, {best['label']}, "
-                        f"has {metric} {score(best):.3f}. The budget is too small for the comparison.",
-                "metric": metric, "reaches": None, "best": best["key"],
-                "adversarial_ratio": best["attack_passes"] / a["attack_passes"], "target_met": False}
-    reaching = sorted((r for r in comparable if score(r) >= score(a) and r["clean_accuracy"] >= a["clean_accuracy"]),
-                      key=lambda r: r["attack_passes"])
-    best = reaching[0] if reaching else max(comparable, key=lambda r: (score(r), r["clean_accuracy"]))  # ties: cleaner
-    ratio = best["attack_passes"] / a["attack_passes"]
+        metric, score = "PGD-20", (lambda r: r["pgd20_accuracy"])
+    groups = {}
+    for r in aft:
+        groups.setdefault(r["key"], []).append(r)
+    entries = []
+    for key, group in groups.items():
+        group = sorted(group, key=lambda r: r["seed"])
+        base = [a_by_seed[r["seed"]] for r in group]
+        entries.append({"key": key, "label": group[0]["label"], "seeds": [r["seed"] for r in group],
+                        "score": _mean(map(score, group)), "clean": _mean(r["clean_accuracy"] for r in group),
+                        "a_score": _mean(map(score, base)), "a_clean": _mean(r["clean_accuracy"] for r in base),
+                        "ratio": group[0]["attack_passes"] / base[0]["attack_passes"]})
+    a_score = _mean(score(r) for r in a_by_seed.values() if metric == "PGD-20" or has_aa(r))
+    if a_score < MIN_BASELINE_ROBUSTNESS:  # "reaching" a baseline with no robustness would mean nothing
+        best = max(entries, key=lambda e: (e["score"], e["clean"]))
+        return {"text": f"NO VERDICT: (a) itself learned no robustness ({metric} {a_score:.3f}), so reaching it means "
+                        f"nothing; the best AFT row, {best['label']}, has {metric} {best['score']:.3f}. The budget is "
+                        f"too small for the comparison.",
+                "metric": metric, "reaches": None, "best": best["key"], "adversarial_ratio": best["ratio"],
+                "target_met": False}
+    reaching = sorted((e for e in entries if e["score"] >= e["a_score"] and e["clean"] >= e["a_clean"]),
+                      key=lambda e: e["ratio"])
+    # none reaching: the closest to (a) on its own seeds; ties go to the cleaner row
+    best = reaching[0] if reaching else max(entries, key=lambda e: (e["score"] - e["a_score"], e["clean"]))
+    ratio = best["ratio"]
+    seeds = f"seed {best['seeds'][0]}" if len(best["seeds"]) == 1 else \
+        f"mean of seeds {', '.join(map(str, best['seeds']))}"
     if reaching:
         text = (f"YES at {ratio:.3f}x (1/{1 / ratio:.1f}) of (a)'s adversarial passes: {best['label']} reaches "
-                f"{metric} {score(best):.3f} (a: {score(a):.3f}) with clean accuracy {best['clean_accuracy']:.3f} "
-                f"(a: {a['clean_accuracy']:.3f}). The target (<= 1/4) is "
+                f"{metric} {best['score']:.3f} (a: {best['a_score']:.3f}) with clean accuracy {best['clean']:.3f} "
+                f"(a: {best['a_clean']:.3f}; {seeds}). The target (<= 1/4) is "
                 f"{'met' if ratio <= 0.25 + 1e-9 else 'NOT met'}.")
     else:
-        text = (f"NO: no AFT row reaches (a)'s {metric} accuracy {score(a):.3f} with clean accuracy no lower than "
-                f"its {a['clean_accuracy']:.3f}. The best, {best['label']}, reaches {metric} {score(best):.3f} "
-                f"and clean {best['clean_accuracy']:.3f} at {ratio:.3f}x of (a)'s adversarial passes.")
+        text = (f"NO: no AFT row reaches (a)'s {metric} accuracy with clean accuracy no lower, on the seeds both have. "
+                f"The closest, {best['label']}, reaches {metric} {best['score']:.3f} (a: {best['a_score']:.3f}) and "
+                f"clean {best['clean']:.3f} (a: {best['a_clean']:.3f}; {seeds}) at {ratio:.3f}x of (a)'s adversarial "
+                f"passes.")
     return {"text": text, "metric": metric, "reaches": bool(reaching), "best": best["key"], "adversarial_ratio": ratio,
-            "target_met": bool(reaching) and ratio <= 0.25 + 1e-9}
+            "seeds": best["seeds"], "target_met": bool(reaching) and ratio <= 0.25 + 1e-9}
 
 
 def ordered(rows) -> list:

@@ -253,6 +253,18 @@ def test_aft_study_quick_bookkeeping_and_resume(tmp_path):
     tie = [{**a, "autoattack_accuracy": 0.5}, {**aft, "key": "aft4_x", "autoattack_accuracy": 0.1, "clean_accuracy": 0.3},
            {**aft, "autoattack_accuracy": 0.1, "clean_accuracy": 0.6}]
     assert study.verdict(tie)["best"] == "aft4_ssfd"  # equal AutoAttack accuracy: the row with more clean accuracy wins
+    # Two seeds are judged on their means over the seeds (a) has too: a tie on one seed and a miss on the other is a
+    # "no"; the same row ahead on average is a "yes". A row's extra seed without an (a) to compare with is left out.
+    a1 = {**a, "seed": 1, "autoattack_accuracy": 0.4, "clean_accuracy": 0.5}
+    a0 = {**a, "autoattack_accuracy": 0.5, "clean_accuracy": 0.5}
+    row0 = {**aft, "key": "aft2_x", "label": "x", "autoattack_accuracy": 0.3, "clean_accuracy": 0.7}
+    row1 = {**row0, "seed": 1, "autoattack_accuracy": 0.4}
+    row2 = {**row0, "seed": 2, "autoattack_accuracy": 0.9}
+    judged = study.verdict([a0, a1, row0, row1, row2])
+    assert judged["reaches"] is False and judged["best"] == "aft2_x" and judged["seeds"] == [0, 1]
+    assert "0.350 (a: 0.450)" in judged["text"] and "mean of seeds 0, 1" in judged["text"]
+    judged = study.verdict([a0, a1, {**row0, "autoattack_accuracy": 0.55}, row1])
+    assert judged["reaches"] is True and "0.475 (a: 0.450)" in judged["text"]
     table = (tmp_path / "study.md").read_text()
     assert table.count("\n| ") == 3 and table.count("not run") == 1  # 3 rows below the header; no AutoAttack on clean
     failed = {"key": "aft4_awp", "seed": 0, "label": "AWP", "status": "failed", "why": "exit 1: log\nTraceback\nError"}
