@@ -115,23 +115,46 @@ def transformers_input_spec(model, processor=None) -> tuple[int, tuple[int, int]
 
 # --------------------------------------------------------------------------------------------------------------------
 # timm
+HEAD_INITS = ("default", "zero")
+
+
 def load_timm_classifier(name_or_path: str, *, num_labels: int, pretrained: bool = True,
-                         cache_dir: str | None = None):
+                         cache_dir: str | None = None, head_init: str = "default"):
     """`timm.create_model(name, pretrained=pretrained, num_classes=num_labels)`.
 
     `name_or_path` is a timm model name (`"resnet50.a1_in1k"`), a Hub id with the `hf-hub:` prefix, or a local
     directory holding `config.json` + `model.safetensors` (loaded as `local-dir:`); timm drops the checkpoint's
     classifier when its number of classes differs.
+
+    `head_init="zero"` sets the new head's weight and bias to 0, so the first loss is ln(num_labels) and the first
+    updates leave the pre-trained features alone (timm's EfficientNet init draws a 10-class head from +-1/sqrt(10):
+    logits of std ~6 and a first loss of ~10, which AdamW undoes only slowly in a short fine-tuning). It is refused
+    when the checkpoint already has `num_labels` classes, whose head timm loads: zeroing it would discard it.
     """
     import timm
+    from torch import nn
 
+    if head_init not in HEAD_INITS:
+        raise ValueError(f"head_init={head_init!r} is unknown: use one of {HEAD_INITS}.")
     name = name_or_path
     if not name.startswith(("hf-hub:", "local-dir:")) and os.path.isdir(os.path.expanduser(name)):
         name = "local-dir:" + os.path.abspath(os.path.expanduser(name))
     try:
-        return timm.create_model(name, pretrained=pretrained, num_classes=num_labels, cache_dir=cache_dir)
+        model = timm.create_model(name, pretrained=pretrained, num_classes=num_labels, cache_dir=cache_dir)
     except (OSError, ValueError, RuntimeError) as err:
         raise _with_hint(err, loading_hint(name_or_path.removeprefix("local-dir:"), library="timm")) from err
+    if head_init == "zero":
+        if pretrained and model.pretrained_cfg.get("num_classes") == num_labels:
+            raise ValueError(
+                f"head_init='zero' would discard the {num_labels}-class head loaded from {name_or_path!r} (it already "
+                f"has the dataset's number of classes): use head_init='default' to fine-tune it as it is."
+            )
+        head = model.get_classifier()
+        if not isinstance(head, nn.Linear):
+            raise ValueError(f"head_init='zero' needs a linear classifier; {name_or_path!r} has {type(head).__name__}.")
+        nn.init.zeros_(head.weight)
+        nn.init.zeros_(head.bias)
+    return model
 
 
 def timm_input_spec(model, image_size: int | None = None) -> tuple[int, tuple[int, int]]:

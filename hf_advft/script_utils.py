@@ -27,6 +27,7 @@ from .data import (
     model_image_transform,
     set_image_transforms,
 )
+from .modeling import HEAD_INITS
 from .pixel_space import resolve_pixel_space
 from .training_args import AdvTrainingArguments
 
@@ -65,6 +66,13 @@ class ScriptArguments:
     pretrained: bool = field(
         default=True,
         metadata={"help": "timm only: load the pre-trained weights (False: random init, e.g. offline)."},
+    )
+    head_init: str = field(
+        default="default",
+        metadata={"help": "timm only: the new classification head's init, 'default' (timm's) or 'zero' (weights and bias "
+                          "0: the first loss is ln(num_classes) and the features are left intact; timm's EfficientNet "
+                          "init gives logits of std ~6 that AdamW undoes only slowly in a short fine-tuning). Refused "
+                          "when the head was loaded from the checkpoint (same number of classes)."},
     )
     image_size: int | None = field(
         default=None,
@@ -126,6 +134,8 @@ class ScriptArguments:
             raise ValueError(
                 f"unreadable_images={self.unreadable_images!r} is unknown: use one of {UNREADABLE_POLICIES}."
             )
+        if self.head_init not in HEAD_INITS:
+            raise ValueError(f"head_init={self.head_init!r} is unknown: use one of {HEAD_INITS}.")
         if self.image_size is not None and self.image_size < 1:
             raise ValueError(f"image_size must be a positive number of pixels, got {self.image_size}.")
 

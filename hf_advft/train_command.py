@@ -138,6 +138,9 @@ def train(script_args: ScriptArguments, training_args, *, model_library: str | N
     from .trainer import AdvTrainer
 
     library = _resolve_library(script_args, model_library)
+    if library == "transformers" and script_args.head_init != "default":
+        raise ValueError(f"head_init={script_args.head_init!r} is for timm models; a transformers model's new head "
+                         f"keeps its config's init (drop --head_init).")
     data = load_recipe_data(script_args, training_args)
     model_name = script_args.model_name_or_path or DEFAULT_MODELS[library]
     path = os.path.abspath(training_args.output_dir)
@@ -157,7 +160,7 @@ def train(script_args: ScriptArguments, training_args, *, model_library: str | N
         how_to_load = HOW_TO_LOAD["transformers"].format(path=path)
     else:
         model = load_timm_classifier(model_name, num_labels=data.num_labels, pretrained=script_args.pretrained,
-                                     cache_dir=script_args.cache_dir)
+                                     cache_dir=script_args.cache_dir, head_init=script_args.head_init)
         channels, size = timm_input_spec(model, script_args.image_size)
         describe_timm_task(model, label_names=data.label_names, input_size=(channels, *size))  # for config.json
         set_recipe_transforms(data, script_args, training_args, model=model)

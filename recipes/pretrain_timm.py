@@ -36,7 +36,8 @@ def main(script_args, training_args) -> dict:
     """Train cleanly, save a timm directory, return the eval metrics (clean accuracy)."""
     data = load_recipe_data(script_args, training_args)
     model = load_timm_classifier(script_args.model_name_or_path or "resnet10t", num_labels=data.num_labels,
-                                 pretrained=script_args.pretrained, cache_dir=script_args.cache_dir)
+                                 pretrained=script_args.pretrained, cache_dir=script_args.cache_dir,
+                                 head_init=script_args.head_init)
     channels, size = timm_input_spec(model, script_args.image_size)
     describe_timm_task(model, label_names=data.label_names, input_size=(channels, *size))
     set_recipe_transforms(data, script_args, training_args, model=model)

@@ -206,3 +206,55 @@ def test_accelerate_launch_two_processes_produces_a_loadable_checkpoint(tmp_path
     assert "2 process(es) on cpu" in proc.stdout
     model = timm.create_model(f"local-dir:{out}", pretrained=True)
     assert model.num_classes == 10
+
+
+def test_head_init_zero_zeroes_a_new_head_and_keeps_a_loaded_one(tmp_path):
+    """`--head_init zero`: a new timm head starts at 0 (first loss ln(classes)); a loaded head is never wiped."""
+    model_dir, source = _tiny_timm_dir(tmp_path, num_classes=5)
+    new = load_timm_classifier(str(model_dir), num_labels=3, head_init="zero")  # 5 -> 3 classes: a new head
+    head = new.get_classifier()
+    assert head.weight.abs().sum() == 0 and head.bias.abs().sum() == 0
+    body = {k: v for k, v in new.state_dict().items() if not k.startswith("fc.")}
+    assert all(torch.equal(v, source.state_dict()[k]) for k, v in body.items())  # the features are the checkpoint's
+    default = load_timm_classifier(str(model_dir), num_labels=3)
+    assert default.get_classifier().weight.abs().sum() > 0  # timm's own init otherwise
+    with torch.no_grad():
+        logits = new(torch.rand(2, 3, 16, 16))
+    loss = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 2]))
+    assert torch.allclose(loss, torch.log(torch.tensor(3.0)))
+    with pytest.raises(ValueError, match="would discard the 5-class head"):
+        load_timm_classifier(str(model_dir), num_labels=5, head_init="zero")
+    assert load_timm_classifier(str(model_dir), num_labels=5, pretrained=False, head_init="zero") is not None
+    with pytest.raises(ValueError, match=r"head_init='small' is unknown"):
+        load_timm_classifier(str(model_dir), num_labels=3, head_init="small")
+    with pytest.raises(ValueError, match=r"head_init='small' is unknown"):
+        _args(finetune_timm, "--dataset_name", "digits", "--head_init", "small")
+    data_dir, vit_dir = _imagefolder(tmp_path, n_train=8, n_test=4), _tiny_vit_dir(tmp_path)
+    script_args, training_args = _args(finetune_vit, "--model_name_or_path", vit_dir, "--dataset_name", data_dir,
+                                       "--output_dir", tmp_path / "vit_out", "--head_init", "zero", *FAST)
+    with pytest.raises(ValueError, match="is for timm models"):
+        finetune_vit.main(script_args, training_args)
+    assert not (tmp_path / "vit_out").exists()  # refused before anything ran
+
+
+def test_shipped_lite0_configs_parse_and_match_the_study_row():
+    """recipes/configs/lite0_fashion_mnist_*.yaml parse, and stage 2 is the study's AFT 3/4 N-FGSM row."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from aft_study_rows import row_spec
+
+    _, clean = _args(pretrain_timm, "--config", ROOT / "recipes/configs/lite0_fashion_mnist_clean.yaml")
+    script_args, aft = _args(finetune_timm, "--config", ROOT / "recipes/configs/lite0_fashion_mnist_aft.yaml")
+    assert script_args.model_name_or_path == clean.output_dir and script_args.image_size == 32
+    assert script_args.max_train_samples == 2000 and script_args.train_augmentation == "none"
+
+    class Opts:  # the study's defaults with its table-2 AFT LR
+        epsilon, train_steps, at_epochs, aft_lr, lora_lr_factor, aft_freeze_bn, aft_epsilon_ramp = 0.1, 3, 6, 9e-4, 10, 1, 0
+        weight_decay, at_lr, at_epsilon_ramp, clean_epochs, clean_lr = 0.01, 2e-3, 0.3, 3, 1e-3
+
+    row = row_spec("aft34_nfgsm", Opts)
+    assert aft.num_train_epochs == row["epochs"] and aft.adv_epsilon == Opts.epsilon
+    for name, value in {**row["train_args"], **row["adv_args"]}.items():
+        assert str(getattr(aft, name)).removeprefix("OptimizerNames.").removeprefix("SchedulerType.").lower() == \
+            str(value).lower(), name
+    stage1 = row_spec("clean", Opts)
+    assert clean.num_train_epochs == stage1["epochs"] and clean.learning_rate == Opts.clean_lr
