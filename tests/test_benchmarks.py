@@ -285,6 +285,18 @@ def test_aft_study_quick_bookkeeping_and_resume(tmp_path):
         assert parts[0]["accuracy"] == rows[key]["autoattack_accuracy"]
         assert topped[key]["autoattack_accuracy"] == pytest.approx((parts[0]["accuracy"] + parts[1]["accuracy"]) / 2)
     assert all(topped[k]["train_seconds"] == rows[k]["train_seconds"] for k in rows)
+    # aft_study_threat.py: the saved models again, under the gray attack (the study's own numbers, exactly) and the
+    # per-channel one of the command line (the same clean accuracy: equal channels are the same input).
+    threat = _load("aft_study_threat")
+    report = threat.main(threat.make_parser().parse_args(
+        ["--rows", "a,aft4_ssfd", "--seeds", "0", "--aft_lr", str(opts.aft_lr), "--output_dir", opts.output_dir,
+         "--data_dir", str(tmp_path), "--n_test", str(opts.n_test), "--json", str(tmp_path / "threat.json")]))
+    assert [(r["key"], r["n"]) for r in report["rows"]] == [("a", opts.n_test), ("aft4_ssfd", opts.n_test)]
+    for r in report["rows"]:
+        assert r["gray_clean_accuracy"] == rows[r["key"]]["clean_accuracy"] == r["per_channel_clean_accuracy"]
+        assert r["gray_pgd20_accuracy"] == rows[r["key"]]["pgd20_accuracy"]
+        assert 0 <= r["per_channel_pgd20_accuracy"] <= r["per_channel_clean_accuracy"]
+    assert json.loads((tmp_path / "threat.json").read_text())["rows"] == report["rows"]
     # An unknown row fails before any training.
     with pytest.raises(ValueError, match="Unknown row"):
         study.main(study.make_parser().parse_args([*argv[:2], "clean,zzz", *argv[3:]]))

@@ -1,0 +1,89 @@
+"""The AFT study's saved models under the command line's threat model: gray pixels repeated into RGB, each channel
+perturbed on its own.
+
+`aft_study.py` repeats the gray channel *inside* the model, so its attacker perturbs the gray pixels (one value per
+pixel, as the data has them). The recipes (`recipes/finetune_timm.py`, `hf-advft evaluate`) repeat it in the data
+pipeline, before the attack, so their attacker may perturb the three channels of a pixel differently: a larger set of
+perturbations at the same L-inf epsilon, hence a stronger attacker. This script attacks the study's saved models both
+ways with the same PGD-20 (`hf_advft.evaluation.evaluate_robustness`, same images, same seed), so the numbers of the
+shipped recipe's command-line run can be read against the study's.
+
+    OMP_NUM_THREADS=1 python benchmarks/aft_study_threat.py --rows a,aft34_nfgsm,aft2_nfgsm --seeds 0,1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from transformers.modeling_outputs import ImageClassifierOutput  # noqa: E402
+
+
+class PerChannel(nn.Module):
+    """A study model (`aft_study.GrayLite0`) fed three channels as they come: the attacker perturbs each one."""
+
+    def __init__(self, gray: nn.Module):
+        super().__init__()
+        self.gray = gray
+
+    def forward(self, pixel_values, labels=None):
+        return ImageClassifierOutput(logits=self.gray.net((pixel_values - self.gray.mean) / self.gray.std))
+
+
+def main(opts) -> dict:
+    import aft_study
+
+    from hf_advft.evaluation import evaluate_robustness
+
+    study = aft_study.make_parser().parse_args(["--aft_lr", str(opts.aft_lr), "--output_dir", opts.output_dir,
+                                                "--data_dir", opts.data_dir, "--n_test", str(opts.n_test)])
+    torch.set_num_threads(opts.threads)
+    rows = []
+    for seed in [int(s) for s in opts.seeds.split(",")]:
+        _, _, x, y = aft_study.load_data(study, seed)
+        x, y = x[:opts.n_test], y[:opts.n_test]
+        for key in [k.strip() for k in opts.rows.split(",") if k.strip()]:
+            model = aft_study.build_model(study, pretrained=False, seed=seed)
+            model.load_state_dict(torch.load(aft_study._model_path(study, key, seed), weights_only=True))
+            row = {"key": key, "seed": seed, "n": len(y)}
+            for name, net, inputs in (("gray", model, x), ("per_channel", PerChannel(model), x.expand(-1, 3, -1, -1))):
+                start = time.perf_counter()
+                res = evaluate_robustness(net, (inputs.contiguous(), y), epsilon=study.epsilon, attacks=("pgd",),
+                                          pgd_steps=20, n_examples=len(y), curve_epsilons=(), masking_checks=False,
+                                          seed=0, batch_size=250)
+                row[f"{name}_clean_accuracy"], row[f"{name}_pgd20_accuracy"] = res.clean_accuracy, res.pgd_accuracy
+                row[f"{name}_seconds"] = round(time.perf_counter() - start, 1)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    report = {"command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "epsilon": study.epsilon, "rows": rows}
+    if opts.json:
+        with open(opts.json, "w") as f:
+            json.dump(report, f, indent=2)
+    return report
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", default="a,aft34_nfgsm,aft2_nfgsm", help="Row keys of saved study models.")
+    p.add_argument("--seeds", default="0,1")
+    p.add_argument("--aft_lr", type=float, default=9e-4, help="The study run's --aft_lr (its settings).")
+    p.add_argument("--output_dir", default="outputs/aft_study_lr9e-4", help="The study run's saved models.")
+    p.add_argument("--data_dir", default="/usr/share/datasets/fashion-mnist")
+    p.add_argument("--n_test", type=int, default=200, help="The study's PGD-20 images (its first --n_test).")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", default="benchmarks/results/aft_study_threat.json")
+    return p
+
+
+if __name__ == "__main__":
+    main(make_parser().parse_args())
