@@ -83,22 +83,18 @@ class GrayLite0(nn.Module):
 
 def build_model(opts, pretrained: bool, seed: int) -> GrayLite0:
     """EfficientNet-Lite0 with a fresh 10-class head: ImageNet weights (`pretrained`) or random init."""
-    import timm
+    from hf_advft.modeling import load_timm_classifier
 
     torch.manual_seed(seed)
     if opts.quick and not os.path.isdir(opts.weights_dir):
         pretrained = False  # the bookkeeping smoke run does not need the real weights
     if pretrained:
         ensure_weights(opts)
-        net = timm.create_model(f"local-dir:{os.path.abspath(opts.weights_dir)}", pretrained=True, num_classes=10)
-    else:
-        net = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=10)
-    if opts.zero_head:
-        # timm's EfficientNet init draws the 10-class head from +-1/sqrt(10): initial logits of std ~6, a loss of ~10
-        # that AdamW (steps of ~lr per weight) cannot undo in 100 steps; with it the clean fine-tuning reached only 0.38
-        # clean accuracy and (a) 0.40 / 0.00 PGD-20. A zero head starts at loss ln(10) (the features intact).
-        nn.init.zeros_(net.get_classifier().weight)
-        nn.init.zeros_(net.get_classifier().bias)
+    # --zero_head: timm's EfficientNet init draws the 10-class head from +-1/sqrt(10): initial logits of std ~6, a loss
+    # of ~10 that AdamW (steps of ~lr per weight) cannot undo in 100 steps; with it the clean fine-tuning reached only
+    # 0.38 clean accuracy and (a) 0.40 / 0.00 PGD-20. A zero head starts at loss ln(10) (the features intact).
+    net = load_timm_classifier(opts.weights_dir if pretrained else "tf_efficientnet_lite0", num_labels=10,
+                               pretrained=pretrained, head_init="zero" if opts.zero_head else "default")
     cfg = net.pretrained_cfg
     return GrayLite0(net, cfg.get("mean", (0.5,) * 3), cfg.get("std", (0.5,) * 3))
 
