@@ -240,6 +240,7 @@ def test_head_init_zero_zeroes_a_new_head_and_keeps_a_loaded_one(tmp_path):
 def test_shipped_lite0_configs_parse_and_match_the_study_row():
     """recipes/configs/lite0_fashion_mnist_*.yaml parse, and stage 2 is the study's AFT 3/4 N-FGSM row."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
+    import aft_study
     from aft_study_rows import row_spec
 
     _, clean = _args(pretrain_timm, "--config", ROOT / "recipes/configs/lite0_fashion_mnist_clean.yaml")
@@ -247,14 +248,11 @@ def test_shipped_lite0_configs_parse_and_match_the_study_row():
     assert script_args.model_name_or_path == clean.output_dir and script_args.image_size == 32
     assert script_args.max_train_samples == 2000 and script_args.train_augmentation == "none"
 
-    class Opts:  # the study's defaults with its table-2 AFT LR
-        epsilon, train_steps, at_epochs, aft_lr, lora_lr_factor, aft_freeze_bn, aft_epsilon_ramp = 0.1, 3, 6, 9e-4, 10, 1, 0
-        weight_decay, at_lr, at_epsilon_ramp, clean_epochs, clean_lr = 0.01, 2e-3, 0.3, 3, 1e-3
-
-    row = row_spec("aft34_nfgsm", Opts)
-    assert aft.num_train_epochs == row["epochs"] and aft.adv_epsilon == Opts.epsilon
+    study = aft_study.make_parser().parse_args(["--aft_lr", "9e-4"])  # the study's defaults, table 2's AFT LR
+    row = row_spec("aft34_nfgsm", study)
+    assert aft.num_train_epochs == row["epochs"] and aft.adv_epsilon == study.epsilon
     for name, value in {**row["train_args"], **row["adv_args"]}.items():
         assert str(getattr(aft, name)).removeprefix("OptimizerNames.").removeprefix("SchedulerType.").lower() == \
             str(value).lower(), name
-    stage1 = row_spec("clean", Opts)
-    assert clean.num_train_epochs == stage1["epochs"] and clean.learning_rate == Opts.clean_lr
+    stage1 = row_spec("clean", study)
+    assert clean.num_train_epochs == stage1["epochs"] and clean.learning_rate == study.clean_lr
