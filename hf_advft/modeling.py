@@ -119,12 +119,19 @@ HEAD_INITS = ("default", "zero")
 
 
 def load_timm_classifier(name_or_path: str, *, num_labels: int, pretrained: bool = True,
-                         cache_dir: str | None = None, head_init: str = "default"):
-    """`timm.create_model(name, pretrained=pretrained, num_classes=num_labels)`.
+                         cache_dir: str | None = None, head_init: str = "default", in_chans: int | None = None):
+    """`timm.create_model(name, pretrained=pretrained, num_classes=num_labels, in_chans=in_chans)`.
 
     `name_or_path` is a timm model name (`"resnet50.a1_in1k"`), a Hub id with the `hf-hub:` prefix, or a local
     directory holding `config.json` + `model.safetensors` (loaded as `local-dir:`); timm drops the checkpoint's
     classifier when its number of classes differs.
+
+    `in_chans` (timm's own argument) sets the number of input channels; by default the checkpoint's (a folder saved
+    by hf-advft records it). With `in_chans=1` on RGB weights timm sums the first convolution's filters over the
+    colors, so a gray image gives the features its RGB copy gave (exactly when the three channels share one mean/std,
+    as EfficientNet-Lite's 0.5/0.5 do): the attack then perturbs the gray pixels the data has, not three colors of
+    each. The model's `pretrained_cfg` is made to match (its `input_size` channels, and mean/std averaged over the
+    colors), so the data pipeline, the attack's pixel space and the saved `config.json` all take that many channels.
 
     `head_init="zero"` sets the new head's weight and bias to 0, so the first loss is ln(num_labels) and the first
     updates leave the pre-trained features alone (timm's EfficientNet init draws a 10-class head from +-1/sqrt(10):
@@ -139,10 +146,14 @@ def load_timm_classifier(name_or_path: str, *, num_labels: int, pretrained: bool
     name = name_or_path
     if not name.startswith(("hf-hub:", "local-dir:")) and os.path.isdir(os.path.expanduser(name)):
         name = "local-dir:" + os.path.abspath(os.path.expanduser(name))
+    if in_chans is not None and in_chans < 1:
+        raise ValueError(f"in_chans must be a positive number of input channels, got {in_chans}.")
+    kwargs = {} if in_chans is None else {"in_chans": in_chans}
     try:
-        model = timm.create_model(name, pretrained=pretrained, num_classes=num_labels, cache_dir=cache_dir)
+        model = timm.create_model(name, pretrained=pretrained, num_classes=num_labels, cache_dir=cache_dir, **kwargs)
     except (OSError, ValueError, RuntimeError) as err:
         raise _with_hint(err, loading_hint(name_or_path.removeprefix("local-dir:"), library="timm")) from err
+    _match_timm_channels(model)
     if head_init == "zero":
         if pretrained and model.pretrained_cfg.get("num_classes") == num_labels:
             raise ValueError(
@@ -157,6 +168,33 @@ def load_timm_classifier(name_or_path: str, *, num_labels: int, pretrained: bool
     return model
 
 
+def _match_timm_channels(model) -> None:
+    """Make `model.pretrained_cfg` (input size, mean, std) describe the model's input channels, not its source's.
+
+    timm builds a 1-channel model from RGB weights but keeps the source checkpoint's `pretrained_cfg` (3 channels), and
+    `resolve_data_config` reads that. One channel from three gets the colors' mean of the mean and of the std; three
+    (or more) from one repeat it.
+    """
+    from timm.models._hub import get_model_input_config
+
+    cfg = model.pretrained_cfg
+    channels = int(get_model_input_config(model)["input_size"][0])
+    if "input_size" in cfg and cfg["input_size"][0] != channels:
+        cfg["input_size"] = (channels, *cfg["input_size"][1:])
+    for key in ("mean", "std"):
+        values = cfg.get(key)
+        if values is None or len(values) == channels:
+            continue
+        if len(values) == 1:
+            cfg[key] = tuple(values) * channels
+        elif channels == 1:
+            cfg[key] = (sum(values) / len(values),)
+        else:
+            raise ValueError(f"The model takes {channels} input channels but its pretrained_cfg {key} has "
+                             f"{len(values)}: pass in_chans={len(values)}, or set the model's pretrained_cfg "
+                             f"{key!r} to {channels} values.")
+
+
 def timm_input_spec(model, image_size: int | None = None) -> tuple[int, tuple[int, int]]:
     """`(channels, (height, width))` from timm's `resolve_data_config`, with the size overridden by `image_size`."""
     from timm.data import resolve_data_config
@@ -167,15 +205,23 @@ def timm_input_spec(model, image_size: int | None = None) -> tuple[int, tuple[in
     return int(channels), (int(height), int(width))
 
 
-def describe_timm_task(model, *, label_names: list[str], input_size: tuple[int, int, int]) -> None:
-    """Record the fine-tuning task in `model.pretrained_cfg`: classes, label names, input size.
+def describe_timm_task(model, *, label_names: list[str], input_size: tuple[int, int, int],
+                       crop_pct: float | None = None, interpolation: str | None = None) -> None:
+    """Record the fine-tuning task in `model.pretrained_cfg`: classes, label names, input size, and, when given, the
+    eval geometry (`crop_pct`: the center crop's share of the resized image, 1.0 resizes to the input size and crops
+    nothing; `interpolation`: timm's resize mode, `"bilinear"`, `"bicubic"`, ...).
 
     timm's `save_config_for_hf` (through [`save_timm_config`], called on every AdvTrainer save and by the recipes)
     builds `config.json` from `pretrained_cfg`, so the saved directory then describes the fine-tuned model rather than
-    its source checkpoint, and `timm.data.resolve_data_config` gives the size the model was trained at.
+    its source checkpoint, and `timm.data.resolve_data_config` gives the size and geometry the model was trained at
+    (which `hf-advft evaluate` and `load_robust_model(...).preprocess` apply).
     """
     cfg = model.pretrained_cfg
     cfg.update(num_classes=len(label_names), label_names=list(label_names), input_size=tuple(input_size))
+    if crop_pct is not None:
+        cfg["crop_pct"] = float(crop_pct)
+    if interpolation is not None:
+        cfg["interpolation"] = interpolation
     for key in ("test_input_size", "test_crop_pct", "label_descriptions", "label_offset", "pool_size"):
         cfg.pop(key, None)  # they describe the source checkpoint (ImageNet evaluation, its labels, its input size)
 

@@ -34,7 +34,13 @@ from .training_args import AdvTrainingArguments
 
 logger = logging.get_logger(__name__)
 
+TIMM_INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")  # timm.data's names
+# Model arguments only timm models take (a transformers model's channels and geometry come with its processor).
+TIMM_ONLY_FIELDS = {"head_init": "default", "in_chans": None, "crop_pct": None, "interpolation": None}
+
 __all__ = [
+    "TIMM_INTERPOLATIONS",
+    "TIMM_ONLY_FIELDS",
     "ScriptArguments",
     "format_summary",
     "load_recipe_data",
@@ -73,6 +79,23 @@ class ScriptArguments:
                           "0: the first loss is ln(num_classes) and the features are left intact; timm's EfficientNet "
                           "init gives logits of std ~6 that AdamW undoes only slowly in a short fine-tuning). Refused "
                           "when the head was loaded from the checkpoint (same number of classes)."},
+    )
+    in_chans: int | None = field(
+        default=None,
+        metadata={"help": "timm only: input channels, 1 or 3 (timm's in_chans). Default: the checkpoint's. 1 on RGB "
+                          "weights sums the first convolution over the colors: gray data (Fashion-MNIST, digits) then "
+                          "stays one channel, and the attack perturbs gray pixels instead of three colors of each."},
+    )
+    crop_pct: float | None = field(
+        default=None,
+        metadata={"help": "timm only: the eval transform's center crop, as a share of the resized image (timm's "
+                          "crop_pct; 1.0: resize to the input size, crop nothing). Default: the checkpoint's (0.875 "
+                          "for most ImageNet weights). Recorded in the saved config.json."},
+    )
+    interpolation: str | None = field(
+        default=None,
+        metadata={"help": f"timm only: the resize interpolation, one of {TIMM_INTERPOLATIONS}. Default: the "
+                          f"checkpoint's. Recorded in the saved config.json."},
     )
     image_size: int | None = field(
         default=None,
@@ -136,6 +159,13 @@ class ScriptArguments:
             )
         if self.head_init not in HEAD_INITS:
             raise ValueError(f"head_init={self.head_init!r} is unknown: use one of {HEAD_INITS}.")
+        if self.in_chans is not None and self.in_chans not in (1, 3):
+            raise ValueError(f"in_chans={self.in_chans} is not supported: use 1 (gray) or 3 (RGB).")
+        if self.crop_pct is not None and not 0 < self.crop_pct <= 1:
+            raise ValueError(f"crop_pct={self.crop_pct} must be in (0, 1]: the share of the resized image the center "
+                             f"crop keeps (1.0 keeps all of it).")
+        if self.interpolation is not None and self.interpolation not in TIMM_INTERPOLATIONS:
+            raise ValueError(f"interpolation={self.interpolation!r} is unknown: use one of {TIMM_INTERPOLATIONS}.")
         if self.image_size is not None and self.image_size < 1:
             raise ValueError(f"image_size must be a positive number of pixels, got {self.image_size}.")
 

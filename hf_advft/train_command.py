@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .script_utils import (
+    TIMM_ONLY_FIELDS,
     ScriptArguments,
     load_recipe_data,
     make_recipe_parser,
@@ -138,9 +139,12 @@ def train(script_args: ScriptArguments, training_args, *, model_library: str | N
     from .trainer import AdvTrainer
 
     library = _resolve_library(script_args, model_library)
-    if library == "transformers" and script_args.head_init != "default":
-        raise ValueError(f"head_init={script_args.head_init!r} is for timm models; a transformers model's new head "
-                         f"keeps its config's init (drop --head_init).")
+    if library == "transformers":
+        for name, default in TIMM_ONLY_FIELDS.items():
+            value = getattr(script_args, name, default)
+            if value != default:
+                raise ValueError(f"{name}={value!r} is for timm models; a transformers model takes its new head's "
+                                 f"init, channels and resize from its config and image processor (drop --{name}).")
     data = load_recipe_data(script_args, training_args)
     model_name = script_args.model_name_or_path or DEFAULT_MODELS[library]
     path = os.path.abspath(training_args.output_dir)
@@ -160,9 +164,11 @@ def train(script_args: ScriptArguments, training_args, *, model_library: str | N
         how_to_load = HOW_TO_LOAD["transformers"].format(path=path)
     else:
         model = load_timm_classifier(model_name, num_labels=data.num_labels, pretrained=script_args.pretrained,
-                                     cache_dir=script_args.cache_dir, head_init=script_args.head_init)
+                                     cache_dir=script_args.cache_dir, head_init=script_args.head_init,
+                                     in_chans=script_args.in_chans)
         channels, size = timm_input_spec(model, script_args.image_size)
-        describe_timm_task(model, label_names=data.label_names, input_size=(channels, *size))  # for config.json
+        describe_timm_task(model, label_names=data.label_names, input_size=(channels, *size),  # for config.json
+                           crop_pct=script_args.crop_pct, interpolation=script_args.interpolation)
         set_recipe_transforms(data, script_args, training_args, model=model)
         trainer = AdvTrainer(model=model, args=training_args, train_dataset=data.train, eval_dataset=data.eval)
 

@@ -37,9 +37,10 @@ def main(script_args, training_args) -> dict:
     data = load_recipe_data(script_args, training_args)
     model = load_timm_classifier(script_args.model_name_or_path or "resnet10t", num_labels=data.num_labels,
                                  pretrained=script_args.pretrained, cache_dir=script_args.cache_dir,
-                                 head_init=script_args.head_init)
+                                 head_init=script_args.head_init, in_chans=script_args.in_chans)
     channels, size = timm_input_spec(model, script_args.image_size)
-    describe_timm_task(model, label_names=data.label_names, input_size=(channels, *size))
+    describe_timm_task(model, label_names=data.label_names, input_size=(channels, *size),
+                       crop_pct=script_args.crop_pct, interpolation=script_args.interpolation)
     set_recipe_transforms(data, script_args, training_args, model=model)
     # timm's forward(x) has no `pixel_values`/`labels` arguments: keep the columns and name the labels ourselves.
     training_args.remove_unused_columns = False

@@ -237,6 +237,65 @@ def test_head_init_zero_zeroes_a_new_head_and_keeps_a_loaded_one(tmp_path):
     assert not (tmp_path / "vit_out").exists()  # refused before anything ran
 
 
+def test_in_chans_one_sums_the_first_conv_and_runs_gray_through_train_save_load_evaluate(tmp_path):
+    """`--in_chans 1`: timm's summed first conv (the RGB model's outputs on a repeated gray image), a 1-channel data
+    pipeline, attack and saved config that `load_robust_model` and `hf-advft evaluate` rebuild; `--crop_pct` and
+    `--interpolation` are recorded; all three are refused for transformers models."""
+    from hf_advft.cli import main as cli_main
+    from hf_advft.loading import load_robust_model
+
+    model_dir, source = _tiny_timm_dir(tmp_path, num_classes=5)
+    gray = load_timm_classifier(str(model_dir), num_labels=5, in_chans=1)
+    assert torch.equal(gray.state_dict()["conv1.0.weight"], source.state_dict()["conv1.0.weight"].sum(1, keepdim=True))
+    assert gray.pretrained_cfg["input_size"] == (1, 16, 16)
+    (mean,), (std,) = gray.pretrained_cfg["mean"], gray.pretrained_cfg["std"]
+    assert mean == pytest.approx(sum(source.pretrained_cfg["mean"]) / 3)  # timm's ImageNet mean, averaged
+    assert std == pytest.approx(sum(source.pretrained_cfg["std"]) / 3)
+    # With one mean/std for all colors the gray model is the RGB model on the gray image repeated into three channels.
+    source.eval(), gray.eval()
+    x = torch.rand(2, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(gray((x - 0.5) / 0.5), source((x.expand(-1, 3, -1, -1) - 0.5) / 0.5), atol=1e-5)
+
+    data_dir, out = _imagefolder(tmp_path, n_train=16, n_test=8), tmp_path / "gray_out"
+    script_args, training_args = _args(
+        finetune_timm, "--model_name_or_path", model_dir, "--dataset_name", data_dir, "--output_dir", out,
+        "--image_size", "16", "--in_chans", "1", "--crop_pct", "1.0", "--interpolation", "bilinear", *FAST,
+    )
+    metrics = finetune_timm.main(script_args, training_args)
+    assert 0 <= metrics["eval_robust_accuracy"] <= metrics["eval_accuracy"] <= 1
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_args"]["in_chans"] == 1
+    cfg = config["pretrained_cfg"]
+    assert cfg["input_size"] == [1, 16, 16] and len(cfg["mean"]) == len(cfg["std"]) == 1
+    assert cfg["crop_pct"] == 1.0 and cfg["interpolation"] == "bilinear"
+    robust = load_robust_model(out)
+    assert robust.model.conv1[0].in_channels == 1 and len(robust.pixel_space.mean) == 1
+    from PIL import Image
+    pixels = robust.preprocess(Image.new("RGB", (20, 24), (200, 30, 30)))
+    assert pixels.shape == (1, 16, 16)
+    assert "Resize(size=16" in repr(robust.preprocess) and "CenterCrop(size=(16, 16))" in repr(robust.preprocess)
+    stage2 = load_timm_classifier(str(out), num_labels=10)  # a second stage starts from it as it is
+    assert stage2.conv1[0].in_channels == 1 and stage2.pretrained_cfg["input_size"] == (1, 16, 16)
+    assert cli_main(["evaluate", str(out), "--dataset", str(data_dir), "--attack", "pgd", "--pgd_steps", "2",
+                     "--check_steps_factor", "2", "--no_progress", "--output_dir", str(tmp_path / "eval")]) == 0
+    assert json.loads((tmp_path / "eval" / "robustness.json").read_text())["n_examples"] == 8
+
+    with pytest.raises(ValueError, match="in_chans=2 is not supported"):
+        _args(finetune_timm, "--dataset_name", "digits", "--in_chans", "2")
+    with pytest.raises(ValueError, match=r"crop_pct=1.5 must be in \(0, 1\]"):
+        _args(finetune_timm, "--dataset_name", "digits", "--crop_pct", "1.5")
+    with pytest.raises(ValueError, match="interpolation='cubic' is unknown"):
+        _args(finetune_timm, "--dataset_name", "digits", "--interpolation", "cubic")
+    vit_dir = _tiny_vit_dir(tmp_path)
+    for flag, value in (("--in_chans", "1"), ("--crop_pct", "1.0"), ("--interpolation", "bilinear")):
+        script_args, training_args = _args(finetune_vit, "--model_name_or_path", vit_dir, "--dataset_name", data_dir,
+                                           "--output_dir", tmp_path / "vit_out", flag, value, *FAST)
+        with pytest.raises(ValueError, match=f"{flag.removeprefix('--')}=.* is for timm models"):
+            finetune_vit.main(script_args, training_args)
+    assert not (tmp_path / "vit_out").exists()  # refused before anything ran
+
+
 def test_shipped_lite0_configs_parse_and_match_the_study_row():
     """recipes/configs/lite0_fashion_mnist_*.yaml parse, and stage 2 is the study's AFT 3/4 N-FGSM row."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
