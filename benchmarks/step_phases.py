@@ -7,13 +7,15 @@ passes to the input), the update's forward, its backward and the optimizer step,
 see the same load. Medians over the steps after `--warmup`.
 
 This is how the CPU gap of issue 14 was attributed (benchmarks/README.md, "Throughput at real sizes"): every phase
-costs the same but the backward, which costs AdvTrainer more under glibc's default allocator (the Trainer frees the
-gradients after each step, and the next backward page-faults them back) and the same with
-`MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=68719476736`:
+costs the same but the backward, which costs AdvTrainer more under glibc's default allocator when the Trainer frees
+the gradients after each step (`--free_grads after_step`: the next backward page-faults them back), and the same
+with `MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=68719476736` or with the gradients freed right before
+the backward (`before_backward`, what `auto` does on CPU):
 
+    OMP_NUM_THREADS=1 python benchmarks/step_phases.py --model vit_b16 --batch_size 4 --steps 3 --free_grads after_step
     OMP_NUM_THREADS=1 python benchmarks/step_phases.py --model vit_b16 --batch_size 4 --steps 3
     MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=68719476736 OMP_NUM_THREADS=1 \\
-        python benchmarks/step_phases.py --model vit_b16 --batch_size 4 --steps 3
+        python benchmarks/step_phases.py --model vit_b16 --batch_size 4 --steps 3 --free_grads after_step
     python benchmarks/step_phases.py --quick                      # bookkeeping smoke run (the test)
 
 Prints a table; `--json` writes the medians and every step's times.
@@ -40,6 +42,7 @@ from step_overhead import build_peers, trainer_args  # noqa: E402
 from transformers import PrinterCallback, TrainerCallback  # noqa: E402
 
 from hf_advft import AdvTrainer  # noqa: E402
+from hf_advft.training_args import FREE_GRADS_POLICIES  # noqa: E402
 
 
 PHASES = ("attack", "update forward", "update backward", "optimizer step", "whole step")
@@ -101,7 +104,7 @@ def main(opts) -> dict:
     hand = build_peers(base, ["hand loop"], x, y, opts, torch.device("cpu"))[0][0]
     adv = {name: [] for name in PHASES}
     hand_times = {name: [] for name in PHASES}
-    args = trainer_args(opts, opts.output_dir, max_steps=opts.train_steps)
+    args = trainer_args(opts, opts.output_dir, max_steps=opts.train_steps, adv_free_grads=opts.free_grads)
     trainer = AdvTrainer(model=copy.deepcopy(base), args=args, train_dataset=DictDataset(x, y),
                          callbacks=[Phases(hand, opts, adv, hand_times)])
     trainer.remove_callback(PrinterCallback)
@@ -153,6 +156,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--free_grads", default="auto", choices=FREE_GRADS_POLICIES,
+                   help="AdvTrainingArguments.adv_free_grads of the AdvTrainer run ('auto': before_backward on CPU).")
     p.add_argument("--quick", action="store_true", help="Tiny model, 4 steps: bookkeeping only.")
     p.add_argument("--output_dir", default="outputs/step_phases")
     p.add_argument("--json", default=None)

@@ -117,6 +117,11 @@ class AdvTrainer(AdvEvaluationMixin, AdvCheckpointMixin, Trainer):
         self._train_start_time: float | None = None
         # The step of the weights in the model when it is not the last step (the best model was loaded).
         self._loaded_step: int | None = None
+        # adv_free_grads="before_backward": the previous step's gradients, kept alive past the Trainer's
+        # model.zero_grad() until right before the next update's backward (see `_hold_gradients`).
+        self._hold_grads = args.adv_free_grads == "before_backward" or (
+            args.adv_free_grads == "auto" and args.device.type == "cpu")
+        self._held_grads: list[torch.Tensor] | None = None
         logger.info(f"AdvTrainer: normalization from {self.pixel_space.source}.")
         if args.adv_channels_last:
             if not any(p.dim() == 4 for p in core.parameters()):
@@ -267,7 +272,22 @@ class AdvTrainer(AdvEvaluationMixin, AdvCheckpointMixin, Trainer):
             self._perturb_weights(model, adv_inputs, labels)
         # A Python float, made a tensor only when logged: a GPU tensor would be a host-to-device copy every step.
         self._adv_metrics["adv_epsilon"].append(epsilon)
-        return super().training_step(model, adv_inputs, num_items_in_batch)
+        loss = super().training_step(model, adv_inputs, num_items_in_batch)
+        self._hold_gradients(model)
+        return loss
+
+    def _hold_gradients(self, model) -> None:
+        """adv_free_grads="before_backward": keep references to the gradients the backward just wrote.
+
+        The Trainer's `model.zero_grad()` after the optimizer step then drops only its own references, and the memory
+        is freed where `compute_loss` drops these: after the next update's forward, right before its backward, which
+        takes the same memory straight back from the allocator (a hand-written loop's `optimizer.zero_grad()` order).
+        Freed at the end of the step instead, glibc returns the big blocks to the kernel, and on CPU the next backward
+        page-faults them in again: 190 ms of ViT-B/16's 560 ms backward (benchmarks/README.md, "Throughput at real
+        sizes"). The cost is one set of gradients alive during the attack, hence `after_step` on accelerators.
+        """
+        if self._hold_grads:
+            self._held_grads = [p.grad for p in model.parameters() if p.grad is not None]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         args = self.args
@@ -281,6 +301,7 @@ class AdvTrainer(AdvEvaluationMixin, AdvCheckpointMixin, Trainer):
         else:
             out, logits = self._objective(model, inputs[args.adv_pixel_key], clean_inputs, labels)
             loss = out.loss
+            self._held_grads = None  # adv_free_grads="before_backward": freed here, right before the backward
             metrics = self._adv_metrics
             metrics["adv_loss"].append(out.adv_loss.detach())
             if out.clean_loss is not None:

@@ -16,6 +16,7 @@ from .schedules import SLOW_START_FAST_DECAY
 
 ATTACK_MODES = ("eval", "train")
 GRAD_NORM_POLICIES = ("when_logged", "every_step")
+FREE_GRADS_POLICIES = ("auto", "after_step", "before_backward")
 # Fast-AT (FGSM with random start, Wong et al. 2020) takes one step of about 1.25 * epsilon.
 FAST_AT_STEP_RATIO = 1.25
 EPSILON_SCHEDULES = ("constant", "linear")
@@ -150,6 +151,15 @@ class AdvTrainingArguments(TrainingArguments):
                           "'when_logged' (only on the steps that log it: the logs are unchanged, the other steps skip "
                           "two passes over every gradient) or 'every_step' (as transformers does)."},
     )
+    adv_free_grads: str = field(
+        default="auto",
+        metadata={"help": "When the previous step's weight gradients are freed: 'after_step' (the Trainer's "
+                          "model.zero_grad() at the end of each step: the lowest peak memory, the attack runs without "
+                          "them), 'before_backward' (kept until the update's backward, as a hand-written loop's "
+                          "optimizer.zero_grad() right before loss.backward(): the allocator hands the same memory "
+                          "straight back, where glibc otherwise returns it to the kernel and the next backward "
+                          "page-faults it in again) or 'auto' (before_backward on CPU, after_step on accelerators)."},
+    )
     adv_pixel_key: str = field(default="pixel_values", metadata={"help": "Batch key holding the images."})
     adv_label_key: str = field(default="labels", metadata={"help": "Batch key holding the class labels."})
 
@@ -246,6 +256,8 @@ class AdvTrainingArguments(TrainingArguments):
             raise ValueError(f"adv_eval_max_examples must be >= 1 or None, got {self.adv_eval_max_examples}.")
         if self.adv_grad_norm not in GRAD_NORM_POLICIES:
             raise ValueError(f"adv_grad_norm must be one of {GRAD_NORM_POLICIES}, got {self.adv_grad_norm!r}.")
+        if self.adv_free_grads not in FREE_GRADS_POLICIES:
+            raise ValueError(f"adv_free_grads must be one of {FREE_GRADS_POLICIES}, got {self.adv_free_grads!r}.")
         if not isinstance(self.adv_channels_last, bool):
             raise TypeError(f"adv_channels_last must be True or False, got {self.adv_channels_last!r}.")
         if (self.adv_image_mean is None) != (self.adv_image_std is None):

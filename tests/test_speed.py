@@ -166,3 +166,54 @@ def test_grad_norm_only_on_logged_steps(tmp_path, monkeypatch, policy, max_grad_
 def test_grad_norm_policy_is_checked(tmp_path):
     with pytest.raises(ValueError, match="adv_grad_norm must be one of"):
         _args(tmp_path, adv_grad_norm="never")
+
+
+class HeldAtStepEnd(TrainerCallback):
+    """After the Trainer's model.zero_grad() (step end): are the parameters' gradients gone, how many are held?"""
+
+    def __init__(self):
+        self.trainer, self.seen = None, []
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        held = self.trainer._held_grads
+        self.seen.append((all(p.grad is None for p in model.parameters()), None if held is None else len(held)))
+
+
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_free_grads_before_backward_keeps_gradients_until_the_backward_and_changes_no_number(tmp_path, accumulation):
+    """adv_free_grads="before_backward" (what "auto" is on CPU) keeps the previous step's gradients past the
+    Trainer's model.zero_grad(), through the next attack, and drops them right before the update's backward;
+    "after_step" leaves the Trainer's order. The weights and losses are the same either way (also with gradient
+    accumulation). Whether the allocator then reuses the memory is measured by benchmarks/step_phases.py, not here."""
+
+    def run(policy):
+        recorder, held = HeldAtStepEnd(), {"attack": [], "backward": []}
+        torch.manual_seed(0)
+        args = _args(tmp_path, max_steps=3, logging_steps=1, adv_free_grads=policy,
+                     gradient_accumulation_steps=accumulation)
+        trainer = AdvTrainer(model=SmallCNN(), args=args, train_dataset=_data(), callbacks=[recorder, LogRecorder()])
+        recorder.trainer = trainer
+        craft, backward = trainer.craft_adversarial, trainer.accelerator.backward
+        trainer.craft_adversarial = lambda *a, **k: held["attack"].append(trainer._held_grads is not None) or \
+            craft(*a, **k)
+        trainer.accelerator.backward = lambda *a, **k: held["backward"].append(trainer._held_grads) or \
+            backward(*a, **k)
+        trainer.train()
+        logs = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+        return recorder.seen, held, logs, [p.detach().clone() for p in trainer.model.parameters()]
+
+    n_params = len(list(SmallCNN().parameters()))
+    seen, held, logs, weights = run("before_backward")
+    assert seen == [(True, n_params)] * 3  # the Trainer dropped its references; ours keep the memory alive
+    # The first attack has nothing to hold; every later one runs with the last backward's gradients still alive (within
+    # an accumulation they are the parameters' own, which the Trainer keeps as well).
+    assert held["attack"] == [False] + [True] * (3 * accumulation - 1)
+    assert held["backward"] == [None] * (3 * accumulation)  # dropped after the forward, before every backward
+    after_seen, after_held, after_logs, after_weights = run("after_step")
+    assert after_seen == [(True, None)] * 3 and after_held["attack"] == [False] * (3 * accumulation)
+    assert logs == after_logs and len(logs) == 3
+    assert all(torch.equal(a, b) for a, b in zip(weights, after_weights))
+    auto = AdvTrainer(model=SmallCNN(), args=_args(tmp_path), train_dataset=_data())
+    assert auto.args.adv_free_grads == "auto" and auto._hold_grads  # CPU
+    with pytest.raises(ValueError, match="adv_free_grads must be one of"):
+        _args(tmp_path, adv_free_grads="never")
