@@ -104,8 +104,11 @@ def graphs_kept():
 def step_peak(model: nn.Module, batch: dict, steps: int, device: str, output_dir: str, control=False) -> int:
     """Peak bytes allocated during one `AdvTrainer.training_step` with PGD-`steps`, above the step's starting point."""
     eps = 8 / 255
+    # adv_free_grads="after_step": the step starts with no gradients alive, on CPU too (there "auto" keeps the last
+    # step's gradients, one weights-sized set, until the update's backward: memory allocated before the step).
     args = AdvTrainingArguments(output_dir=output_dir, adv_steps=steps, adv_step_size=min(eps, 2.5 * eps / steps),
-                                use_cpu=device == "cpu", report_to="none", adv_eval_steps=0, disable_tqdm=True)
+                                use_cpu=device == "cpu", report_to="none", adv_eval_steps=0, disable_tqdm=True,
+                                adv_free_grads="after_step")
     trainer = AdvTrainer(model=model, args=args)
     trainer.current_gradient_accumulation_steps = 1  # set by Trainer's loop; training_step reads it
 
