@@ -24,7 +24,9 @@ setup(
         "transformers>=5.0,<6",
         "accelerate>=1.0",
         "datasets>=3.0",
-        "timm>=1.0",
+        # >= 1.0.31: hf_advft.modeling reads a model's input channels and writes its config.json through
+        # timm.models._hub.get_model_input_config / save_config_for_hf, which 1.0.30 and older do not have.
+        "timm>=1.0.31",
         "huggingface-hub>=0.34",
         "safetensors>=0.4",
         "numpy>=1.24",
