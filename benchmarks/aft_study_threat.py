@@ -8,7 +8,15 @@ perturbations at the same L-inf epsilon, hence a stronger attacker. This script 
 ways with the same PGD-20 (`hf_advft.evaluation.evaluate_robustness`, same images, same seed), so the numbers of the
 shipped recipe's command-line run can be read against the study's.
 
+`--checkpoints` goes the other way: it evaluates checkpoints saved by the recipes or `hf-advft train` (folders that
+`load_robust_model` reads, with their saved normalization) with the study's own evaluation on the study's test images:
+PGD-20 on its first `--n_test`, AutoAttack (`aft_study.evaluate_autoattack`) on its first `--autoattack_examples`.
+A 1-channel checkpoint (`--in_chans 1`) gets the gray pixels, the study's threat model; a 3-channel one gets them
+repeated into RGB and is attacked per channel.
+
     OMP_NUM_THREADS=1 python benchmarks/aft_study_threat.py --rows a,aft34_nfgsm,aft2_nfgsm --seeds 0,1
+    OMP_NUM_THREADS=1 python benchmarks/aft_study_threat.py --rows "" --checkpoints outputs/lite0_fashion_mnist_aft \\
+        --autoattack_examples 500 --json benchmarks/results/aft_study_recipe.json
 """
 
 from __future__ import annotations
@@ -39,16 +47,49 @@ class PerChannel(nn.Module):
         return ImageClassifierOutput(logits=self.gray.net((pixel_values - self.gray.mean) / self.gray.std))
 
 
+class Normalized(nn.Module):
+    """A saved checkpoint on pixels in [0, 1]: its saved normalization, then the network (logits out)."""
+
+    def __init__(self, robust):
+        super().__init__()
+        self.model, self.pixel_space = robust.model, robust.pixel_space
+
+    def forward(self, pixel_values, labels=None):
+        from hf_advft.evaluation_utils import model_logits
+
+        return ImageClassifierOutput(logits=model_logits(self.model, self.pixel_space.to_model(pixel_values)))
+
+
+def evaluate_checkpoint(path: str, study, opts) -> dict:
+    """The study's PGD-20 (first `--n_test` test images) and AutoAttack (first `--autoattack_examples`) on a checkpoint."""
+    import aft_study
+
+    from hf_advft.loading import load_robust_model
+
+    robust = load_robust_model(path)
+    net = Normalized(robust).eval()
+    _, _, x, y = aft_study.load_data(study, 0)  # the study's test images do not depend on the seed
+    channels = int(robust.preprocess.channels) if hasattr(robust.preprocess, "channels") else 3
+    if channels != 1:
+        x = x.expand(-1, channels, -1, -1).contiguous()
+    row = {"checkpoint": path, "channels": channels, "threat": "gray" if channels == 1 else "per_channel",
+           "normalization": robust.pixel_space.source, **aft_study.evaluate(net, x, y, study)}
+    if opts.autoattack_examples:
+        row.update(aft_study.evaluate_autoattack(net, x, y, study))
+    return row
+
+
 def main(opts) -> dict:
     import aft_study
 
     from hf_advft.evaluation import evaluate_robustness
 
     study = aft_study.make_parser().parse_args(["--aft_lr", str(opts.aft_lr), "--output_dir", opts.output_dir,
-                                                "--data_dir", opts.data_dir, "--n_test", str(opts.n_test)])
+                                                "--data_dir", opts.data_dir, "--n_test", str(opts.n_test),
+                                                "--autoattack_examples", str(opts.autoattack_examples)])
     torch.set_num_threads(opts.threads)
     rows = []
-    for seed in [int(s) for s in opts.seeds.split(",")]:
+    for seed in [int(s) for s in opts.seeds.split(",") if opts.rows.strip()]:
         _, _, x, y = aft_study.load_data(study, seed)
         x, y = x[:opts.n_test], y[:opts.n_test]
         for key in [k.strip() for k in opts.rows.split(",") if k.strip()]:
@@ -64,8 +105,12 @@ def main(opts) -> dict:
                 row[f"{name}_seconds"] = round(time.perf_counter() - start, 1)
             print(json.dumps(row), flush=True)
             rows.append(row)
+    checkpoints = []
+    for path in [p.strip() for p in opts.checkpoints.split(",") if p.strip()]:
+        checkpoints.append(evaluate_checkpoint(path, study, opts))
+        print(json.dumps({k: v for k, v in checkpoints[-1].items() if k != "autoattack_parts"}), flush=True)
     report = {"command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "epsilon": study.epsilon, "rows": rows}
+              "epsilon": study.epsilon, "rows": rows, "checkpoints": checkpoints}
     if opts.json:
         with open(opts.json, "w") as f:
             json.dump(report, f, indent=2)
@@ -80,6 +125,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", default="outputs/aft_study_lr9e-4", help="The study run's saved models.")
     p.add_argument("--data_dir", default="/usr/share/datasets/fashion-mnist")
     p.add_argument("--n_test", type=int, default=200, help="The study's PGD-20 images (its first --n_test).")
+    p.add_argument("--checkpoints", default="", help="Comma-separated checkpoint folders (recipes, hf-advft train) to "
+                                                      "evaluate with the study's evaluation on its test images.")
+    p.add_argument("--autoattack_examples", type=int, default=0,
+                   help="AutoAttack (the study's APGD-CE + APGD-T) on this many test images of each checkpoint; 0: none.")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default="benchmarks/results/aft_study_threat.json")
     return p

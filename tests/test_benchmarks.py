@@ -297,6 +297,36 @@ def test_aft_study_quick_bookkeeping_and_resume(tmp_path):
         assert r["gray_pgd20_accuracy"] == rows[r["key"]]["pgd20_accuracy"]
         assert 0 <= r["per_channel_pgd20_accuracy"] <= r["per_channel_clean_accuracy"]
     assert json.loads((tmp_path / "threat.json").read_text())["rows"] == report["rows"]
+    # --checkpoints: a saved 1-channel timm checkpoint (as `--in_chans 1` saves it), with the study's evaluation on the
+    # study's test images: its clean accuracy is the network's own on those images, normalized as saved.
+    from safetensors.torch import save_file
+
+    from hf_advft.modeling import describe_timm_task, load_timm_classifier, save_timm_config
+
+    torch.manual_seed(0)
+    net = load_timm_classifier("resnet10t", num_labels=10, pretrained=False, in_chans=1).eval()
+    describe_timm_task(net, label_names=[str(i) for i in range(10)], input_size=(1, opts.image_size, opts.image_size))
+    ckpt = tmp_path / "gray_ckpt"
+    ckpt.mkdir()
+    save_file(net.state_dict(), str(ckpt / "model.safetensors"))
+    save_timm_config(net, ckpt)
+    with pytest.warns(UserWarning, match="no adv_config.json"):
+        report = threat.main(threat.make_parser().parse_args(
+            ["--rows", "", "--checkpoints", str(ckpt), "--aft_lr", str(opts.aft_lr), "--output_dir", opts.output_dir,
+             "--data_dir", str(tmp_path), "--n_test", str(opts.n_test), "--autoattack_examples", "4",
+             "--json", str(tmp_path / "recipe.json")]))
+    (row,) = report["checkpoints"]
+    assert report["rows"] == [] and row["channels"] == 1 and row["threat"] == "gray"
+    assert row["normalization"] == "timm pretrained_cfg"  # the saved 1-channel mean/std, applied by the wrapper
+    assert row["n_pgd"] == opts.n_test and row["n_autoattack"] == 4 and list(row["autoattack_trace"]) == ["apgd-ce",
+                                                                                                          "apgd-t"]
+    _, _, x_test, y_test = study.load_data(study.make_parser().parse_args(
+        ["--data_dir", str(tmp_path), "--n_test", str(opts.n_test)]), 0)
+    mean, std = net.pretrained_cfg["mean"][0], net.pretrained_cfg["std"][0]
+    with torch.no_grad():
+        own = (net((x_test[:opts.n_test] - mean) / std).argmax(-1) == y_test[:opts.n_test]).float().mean().item()
+    assert row["clean_accuracy"] == pytest.approx(own)
+    assert 0 <= row["autoattack_accuracy"] <= 1 and 0 <= row["pgd20_accuracy"] <= row["clean_accuracy"]
     # An unknown row fails before any training.
     with pytest.raises(ValueError, match="Unknown row"):
         study.main(study.make_parser().parse_args([*argv[:2], "clean,zzz", *argv[3:]]))
