@@ -31,7 +31,10 @@ class AdvCheckpointMixin:
             raise ValueError("adv_ema_decay and adv_awp_gamma need the whole model on every process; they are not "
                              "supported under FSDP or DeepSpeed ZeRO-3: use DDP (or ZeRO-1/2), or switch them off.")
         self._loaded_step = None
-        output = super().train(resume_from_checkpoint, *args, **kwargs)
+        try:
+            output = super().train(resume_from_checkpoint, *args, **kwargs)
+        finally:
+            self._held_grads = None  # adv_free_grads="before_backward": no gradients kept past training
         best = self.state.best_model_checkpoint
         if self.args.load_best_model_at_end and best is not None:  # the Trainer's own condition for loading it
             suffix = os.path.basename(os.path.normpath(best)).rsplit("-", 1)[-1]

@@ -192,7 +192,7 @@ def test_free_grads_before_backward_keeps_gradients_until_the_backward_and_chang
         args = _args(tmp_path, max_steps=3, logging_steps=1, adv_free_grads=policy,
                      gradient_accumulation_steps=accumulation)
         trainer = AdvTrainer(model=SmallCNN(), args=args, train_dataset=_data(), callbacks=[recorder, LogRecorder()])
-        recorder.trainer = trainer
+        recorder.trainer = held["trainer"] = trainer
         craft, backward = trainer.craft_adversarial, trainer.accelerator.backward
         trainer.craft_adversarial = lambda *a, **k: held["attack"].append(trainer._held_grads is not None) or \
             craft(*a, **k)
@@ -205,6 +205,7 @@ def test_free_grads_before_backward_keeps_gradients_until_the_backward_and_chang
     n_params = len(list(SmallCNN().parameters()))
     seen, held, logs, weights = run("before_backward")
     assert seen == [(True, n_params)] * 3  # the Trainer dropped its references; ours keep the memory alive
+    assert held["trainer"]._held_grads is None  # and none are kept past train()
     # The first attack has nothing to hold; every later one runs with the last backward's gradients still alive (within
     # an accumulation they are the parameters' own, which the Trainer keeps as well).
     assert held["attack"] == [False] + [True] * (3 * accumulation - 1)
