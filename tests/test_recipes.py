@@ -302,7 +302,9 @@ def test_shipped_lite0_configs_parse_and_match_the_study_row():
     import aft_study
     from aft_study_rows import row_spec
 
-    _, clean = _args(pretrain_timm, "--config", ROOT / "recipes/configs/lite0_fashion_mnist_clean.yaml")
+    clean_script, clean = _args(pretrain_timm, "--config", ROOT / "recipes/configs/lite0_fashion_mnist_clean.yaml")
+    # The study's model and threat model: gray in (the RGB filters summed), its resize to 32 px without a crop.
+    assert (clean_script.in_chans, clean_script.crop_pct, clean_script.interpolation) == (1, 1.0, "bilinear")
     script_args, aft = _args(finetune_timm, "--config", ROOT / "recipes/configs/lite0_fashion_mnist_aft.yaml")
     assert script_args.model_name_or_path == clean.output_dir and script_args.image_size == 32
     assert script_args.max_train_samples == 2000 and script_args.train_augmentation == "none"
