@@ -47,27 +47,15 @@ class PerChannel(nn.Module):
         return ImageClassifierOutput(logits=self.gray.net((pixel_values - self.gray.mean) / self.gray.std))
 
 
-class Normalized(nn.Module):
-    """A saved checkpoint on pixels in [0, 1]: its saved normalization, then the network (logits out)."""
-
-    def __init__(self, robust):
-        super().__init__()
-        self.model, self.pixel_space = robust.model, robust.pixel_space
-
-    def forward(self, pixel_values, labels=None):
-        from hf_advft.evaluation_utils import model_logits
-
-        return ImageClassifierOutput(logits=model_logits(self.model, self.pixel_space.to_model(pixel_values)))
-
-
 def evaluate_checkpoint(path: str, study, opts) -> dict:
     """The study's PGD-20 (first `--n_test` test images) and AutoAttack (first `--autoattack_examples`) on a checkpoint."""
     import aft_study
 
+    from hf_advft.evaluation_utils import PixelModel
     from hf_advft.loading import load_robust_model
 
     robust = load_robust_model(path)
-    net = Normalized(robust).eval()
+    net = PixelModel(robust.model, robust.pixel_space).eval()  # pixels in [0, 1], normalized as the checkpoint saved
     _, _, x, y = aft_study.load_data(study, 0)  # the study's test images do not depend on the seed
     channels = int(robust.preprocess.channels) if hasattr(robust.preprocess, "channels") else 3
     if channels != 1:
