@@ -111,6 +111,15 @@ def ensure_weights(opts) -> None:
 
 # --------------------------------------------------------------------------------------------------------------------
 # Data
+def subset_indices(opts, seed: int, n_train_file: int, n_test_file: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The study's training images of `seed` (its first `--n_train` of a permutation drawn with `seed`) and its test
+    images (the same for every seed: the first `--n_test` for clean and PGD-20, the first `--autoattack_examples` for
+    AutoAttack), as indices into the IDX files."""
+    tr = torch.randperm(n_train_file, generator=torch.Generator().manual_seed(seed))[:opts.n_train]
+    te = torch.randperm(n_test_file, generator=torch.Generator().manual_seed(0))[:max(opts.n_test, opts.autoattack_examples)]
+    return tr, te
+
+
 def load_data(opts, seed: int):
     """(train x, train y, test x, test y): 1-channel pixels in [0, 1] at `--image_size`, subsets drawn with `seed`."""
     from hf_advft.data import load_fashion_mnist_arrays
@@ -120,11 +129,7 @@ def load_data(opts, seed: int):
         x_te, y_te = load_fashion_mnist_arrays(opts.data_dir, "test")
     except FileNotFoundError as err:
         raise SystemExit(f"{err}\n(As root: `apt-get install -y dataset-fashion-mnist`, or `make bench`.)") from err
-    gen = torch.Generator().manual_seed(seed)
-    tr = torch.randperm(len(y_tr), generator=gen)[:opts.n_train]
-    # The same test images always: the first --n_test for clean and PGD-20, the first --autoattack_examples for AutoAttack
-    n_te = max(opts.n_test, opts.autoattack_examples)
-    te = torch.randperm(len(y_te), generator=torch.Generator().manual_seed(0))[:n_te]
+    tr, te = subset_indices(opts, seed, len(y_tr), len(y_te))
 
     def prep(x, idx):
         x = torch.from_numpy(x[idx.numpy()].copy()).float()[:, None] / 255.0

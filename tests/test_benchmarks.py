@@ -327,6 +327,39 @@ def test_aft_study_quick_bookkeeping_and_resume(tmp_path):
         own = (net((x_test[:opts.n_test] - mean) / std).argmax(-1) == y_test[:opts.n_test]).float().mean().item()
     assert row["clean_accuracy"] == pytest.approx(own)
     assert 0 <= row["autoattack_accuracy"] <= 1 and 0 <= row["pgd20_accuracy"] <= row["clean_accuracy"]
+    # --export: the study's training images of seed 0 (in its order, before its resize) and its test images as a
+    # save_to_disk dataset, and its clean model as a 1-channel timm folder computing the same logits on gray pixels.
+    import datasets
+    import numpy as np
+    import torch.nn.functional as F
+
+    from hf_advft.loading import load_robust_model
+
+    export = tmp_path / "export"
+    with pytest.warns(UserWarning, match="no adv_config.json"):
+        report = threat.main(threat.make_parser().parse_args(
+            ["--rows", "", "--seeds", "0", "--export", str(export), "--checkpoints", str(export / "seed0" / "clean"),
+             "--aft_lr", str(opts.aft_lr), "--output_dir", opts.output_dir, "--data_dir", str(tmp_path),
+             "--n_train", str(opts.n_train), "--n_test", str(opts.n_test), "--json", str(tmp_path / "export.json")]))
+    assert report["exported"] == [{"seed": 0, "data": str(export / "seed0" / "data"), "clean": str(export / "seed0" / "clean"),
+                                   "n_train": opts.n_train, "n_test": opts.n_test}]
+    x_tr, y_tr, x_te, y_te = study.load_data(opts, 0)
+    data = datasets.load_from_disk(str(export / "seed0" / "data"))
+    assert data["train"]["label"] == y_tr.tolist() and data["test"]["label"] == y_te[:opts.n_test].tolist()
+    pixels = torch.tensor(np.stack([np.asarray(im) for im in data["train"]["image"]]), dtype=torch.float32)[:, None]
+    resized = F.interpolate(pixels / 255, size=opts.image_size, mode="bilinear", antialias=True).clamp(0, 1)
+    assert torch.allclose(resized, x_tr, atol=1e-6)
+    gray = study.build_model(opts, pretrained=False, seed=0).eval()
+    gray.load_state_dict(torch.load(tmp_path / "run" / "clean_seed0.pt", weights_only=True))
+    with pytest.warns(UserWarning, match="no adv_config.json"):  # a clean model: nothing known of its robustness
+        robust = load_robust_model(str(export / "seed0" / "clean"))
+    cfg = robust.model.pretrained_cfg
+    assert list(cfg["input_size"]) == [1, opts.image_size, opts.image_size] and cfg["crop_pct"] == 1.0
+    with torch.no_grad():
+        assert torch.allclose(robust.model((x_te - cfg["mean"][0]) / cfg["std"][0]), gray(x_te).logits, atol=1e-4)
+    assert report["checkpoints"][0]["clean_accuracy"] == rows["clean"]["clean_accuracy"]
+    with pytest.raises(SystemExit, match="clean row of seed 3"):
+        threat.export_seed(3, study.make_parser().parse_args(["--output_dir", opts.output_dir]), str(export))
     # An unknown row fails before any training.
     with pytest.raises(ValueError, match="Unknown row"):
         study.main(study.make_parser().parse_args([*argv[:2], "clean,zzz", *argv[3:]]))
