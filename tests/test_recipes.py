@@ -296,6 +296,18 @@ def test_in_chans_one_sums_the_first_conv_and_runs_gray_through_train_save_load_
     assert not (tmp_path / "vit_out").exists()  # refused before anything ran
 
 
+def test_shipped_gray_configs_build_one_channel_models():
+    """The shipped Fashion-MNIST stage-1 configs build 1-channel networks (the gray threat model), which their stage-2
+    configs load as saved; and no geometry that resizes 28 px images to crop them back."""
+    for stage1, stage2 in (("fashion_mnist_cpu_pretrain", "fashion_mnist_cpu"),
+                           ("lite0_fashion_mnist_clean", "lite0_fashion_mnist_aft")):
+        clean_script, clean = _args(pretrain_timm, "--config", ROOT / f"recipes/configs/{stage1}.yaml")
+        assert clean_script.dataset_name == "fashion_mnist" and clean_script.in_chans == 1, stage1
+        assert clean_script.crop_pct == 1.0, stage1
+        script_args, _ = _args(finetune_timm, "--config", ROOT / f"recipes/configs/{stage2}.yaml")
+        assert script_args.model_name_or_path == clean.output_dir and script_args.in_chans is None, stage2
+
+
 def test_shipped_lite0_configs_parse_and_match_the_study_row():
     """recipes/configs/lite0_fashion_mnist_*.yaml parse, and stage 2 is the study's AFT 3/4 N-FGSM row."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
