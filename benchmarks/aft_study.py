@@ -47,10 +47,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench_common
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "recipes"))  # offline_weights
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from aft_study_report import MIN_BASELINE_ROBUSTNESS, plot, to_markdown, verdict  # noqa: E402, F401
 from aft_study_rows import DEFAULT_ROWS, LORA_TARGETS, ROWS, missing_options, row_spec  # noqa: E402
 from bench_common import DictDataset, hardware  # noqa: E402
+from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 from transformers import PrinterCallback, Trainer, TrainingArguments  # noqa: E402
 from transformers.modeling_outputs import ImageClassifierOutput  # noqa: E402
@@ -121,7 +123,12 @@ def subset_indices(opts, seed: int, n_train_file: int, n_test_file: int) -> tupl
 
 
 def load_data(opts, seed: int):
-    """(train x, train y, test x, test y): 1-channel pixels in [0, 1] at `--image_size`, subsets drawn with `seed`."""
+    """(train x, train y, test x, test y): 1-channel pixels in [0, 1] at `--image_size`, subsets drawn with `seed`.
+
+    The test images are resized by torch (antialiased bilinear on floats); the training images too unless
+    `--train_resize pil`, which resizes them as the recipes' timm transform does (PIL's bilinear on the 8-bit images,
+    stored at 8 bits): the one difference left between the study's row and the same run through the recipes.
+    """
     from hf_advft.data import load_fashion_mnist_arrays
 
     try:
@@ -131,8 +138,12 @@ def load_data(opts, seed: int):
         raise SystemExit(f"{err}\n(As root: `apt-get install -y dataset-fashion-mnist`, or `make bench`.)") from err
     tr, te = subset_indices(opts, seed, len(y_tr), len(y_te))
 
-    def prep(x, idx):
-        x = torch.from_numpy(x[idx.numpy()].copy()).float()[:, None] / 255.0
+    def prep(x, idx, resize="torch"):
+        x = x[idx.numpy()]
+        if opts.image_size != x.shape[-1] and resize == "pil":  # as the recipes' timm transform: PIL on 8-bit images
+            size = (opts.image_size, opts.image_size)
+            x = np.stack([np.asarray(Image.fromarray(im).resize(size, Image.BILINEAR)) for im in x])
+        x = torch.from_numpy(x.copy()).float()[:, None] / 255.0
         if opts.image_size != x.shape[-1]:
             x = nn.functional.interpolate(x, size=opts.image_size, mode="bilinear", antialias=True).clamp(0, 1)
         return x
@@ -140,7 +151,7 @@ def load_data(opts, seed: int):
     def labels(y, idx):
         return torch.from_numpy(y[idx.numpy()].astype("int64"))
 
-    return prep(x_tr, tr), labels(y_tr, tr), prep(x_te, te), labels(y_te, te)
+    return prep(x_tr, tr, getattr(opts, "train_resize", "torch")), labels(y_tr, tr), prep(x_te, te), labels(y_te, te)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -260,7 +271,9 @@ def autoattack_settings(opts) -> dict:
 # --------------------------------------------------------------------------------------------------------------------
 # The study
 _COMMON = ("quick", "image_size", "n_train", "n_test", "batch_size", "epsilon", "train_steps", "at_epochs",
-           "weight_decay", "autoattack_examples", "autoattack_components")
+           "weight_decay", "autoattack_examples", "autoattack_components", "train_resize")
+# Settings added after rows were recorded: a stored row without one was trained with its value here.
+_SETTING_DEFAULTS = {"train_resize": "torch"}
 _CLEAN = ("clean_epochs", "clean_lr")
 _AFT = _CLEAN + ("aft_lr", "lora_lr_factor", "aft_freeze_bn", "aft_epsilon_ramp")
 
@@ -277,6 +290,7 @@ def _settings_key(opts, key: str) -> dict:
 def _same_settings(row, opts) -> bool:
     """Whether `row` was trained with the settings its key depends on now (settings it recorded beyond those are moot)."""
     stored, now = row.get("study_settings") or {}, _settings_key(opts, row["key"])
+    stored = {**_SETTING_DEFAULTS, **stored}
     return all(name in stored and stored[name] == value for name, value in now.items())
 
 
@@ -590,6 +604,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--n_train", type=int, default=2000)
     p.add_argument("--n_test", type=int, default=200, help="Test images of the clean and PGD-20 accuracy.")
     p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--train_resize", choices=("torch", "pil"), default="torch",
+                   help="How training images are resized to --image_size: torch (antialiased bilinear on floats) or "
+                        "pil (PIL's bilinear on 8-bit images, as the recipes' timm transform). Test images: torch.")
     p.add_argument("--epsilon", type=float, default=0.1, help="L-inf radius in pixel units.")
     p.add_argument("--train_steps", type=int, default=3, help="k of the PGD-k training attack (step 2.5 eps / k).")
     p.add_argument("--at_epochs", type=float, default=6, help="Epochs of (a), PGD-AT from random init.")

@@ -349,6 +349,26 @@ def test_aft_study_quick_bookkeeping_and_resume(tmp_path):
     pixels = torch.tensor(np.stack([np.asarray(im) for im in data["train"]["image"]]), dtype=torch.float32)[:, None]
     resized = F.interpolate(pixels / 255, size=opts.image_size, mode="bilinear", antialias=True).clamp(0, 1)
     assert torch.allclose(resized, x_tr, atol=1e-6)
+    # --train_resize pil: the training images as the recipes' timm transform makes them from the exported 8-bit images
+    # (PIL's bilinear, crop_pct 1.0); the test images stay torch's.
+    from hf_advft.image_transforms import timm_geometry
+
+    geometry = timm_geometry({"input_size": (1, opts.image_size, opts.image_size), "interpolation": "bilinear",
+                              "crop_pct": 1.0})
+    recipe = []
+    for image in data["train"]["image"]:
+        for op in geometry:
+            image = op(image)
+        recipe.append(torch.from_numpy(np.asarray(image, dtype=np.float32))[None] / 255)
+    pil_opts = study.make_parser().parse_args([*argv, "--train_resize", "pil"])
+    pil_opts.image_size, pil_opts.n_train, pil_opts.n_test = opts.image_size, opts.n_train, opts.n_test
+    x_pil, y_pil, x_te_pil, _ = study.load_data(pil_opts, 0)
+    assert torch.allclose(x_pil, torch.stack(recipe), atol=1e-6) and not torch.allclose(x_pil, x_tr, atol=1e-4)
+    assert torch.equal(y_pil, y_tr) and torch.equal(x_te_pil, x_te)
+    # A row recorded before the option was trained with torch's resize: kept under torch, not under pil.
+    old_row = {**rows["aft4_ssfd"], "study_settings": {k: v for k, v in rows["aft4_ssfd"]["study_settings"].items()
+                                                       if k != "train_resize"}}
+    assert study._same_settings(old_row, opts) and not study._same_settings(old_row, pil_opts)
     gray = study.build_model(opts, pretrained=False, seed=0).eval()
     gray.load_state_dict(torch.load(tmp_path / "run" / "clean_seed0.pt", weights_only=True))
     with pytest.warns(UserWarning, match="no adv_config.json"):  # a clean model: nothing known of its robustness
