@@ -113,20 +113,24 @@ def build_model(opts, pretrained: bool, seed: int) -> GrayLite0:
     return GrayLite0(net, mean, std)
 
 
-def load_clean_state(model: GrayLite0, path: str) -> None:
-    """Load a saved clean model into `model`; a 3-channel one into a 1-channel `model` with its first convolution
-    summed over the colors (the same function on gray pixels), so an `--in_chans 1` row can start from the clean model
-    of an `--in_chans 3` study."""
-    state = torch.load(path, weights_only=True)
+def gray_state(state: dict, path: str) -> dict:
+    """A saved 3-channel `GrayLite0` state as its 1-channel equivalent: the first convolution summed over the colors,
+    one mean/std. The same function on gray pixels, as GrayLite0 repeats the gray channel and normalizes each copy
+    alike; refused (`SystemExit`) when the colors' mean/std differ."""
+    mean, std = state["mean"].flatten(), state["std"].flatten()
+    if not (torch.all(mean == mean[0]) and torch.all(std == std[0])):
+        raise SystemExit(f"{path}: per-color mean/std {mean.tolist()} / {std.tolist()}; summing the first convolution "
+                         f"over the colors is exact only when they share one (EfficientNet-Lite's 0.5/0.5).")
     stem = next(k for k in state if k.endswith("conv_stem.weight"))
-    have, want = state[stem].shape[1], model.state_dict()[stem].shape[1]
-    if have == 3 and want == 1:
-        mean, std = state["mean"].flatten(), state["std"].flatten()
-        if not (torch.all(mean == mean[0]) and torch.all(std == std[0])):
-            raise SystemExit(f"{path}: per-color mean/std {mean.tolist()} / {std.tolist()}; summing the first "
-                             "convolution over the colors is exact only when they share one. Use --in_chans 3.")
-        state[stem] = state[stem].sum(1, keepdim=True)
-        state["mean"], state["std"] = state["mean"][:, :1], state["std"][:, :1]
+    return {**state, stem: state[stem].sum(1, keepdim=True), "mean": state["mean"][:, :1], "std": state["std"][:, :1]}
+
+
+def load_clean_state(model: GrayLite0, path: str) -> None:
+    """Load a saved clean model into `model`; a 3-channel one into a 1-channel `model` through `gray_state`, so an
+    `--in_chans 1` row can start from the clean model of an `--in_chans 3` study."""
+    state = torch.load(path, weights_only=True)
+    if state["mean"].shape[1] == 3 and model.mean.shape[1] == 1:
+        state = gray_state(state, path)
     model.load_state_dict(state)
 
 

@@ -106,14 +106,9 @@ def export_seed(seed: int, study, directory: str) -> dict:
         os.path.join(out, "data"))
     # The clean model: GrayLite0 repeats the gray channel and normalizes each copy alike, so a 1-channel network with
     # the first convolution summed over the colors computes the same function on the gray pixels.
-    state = torch.load(clean_path, weights_only=True)
+    state = aft_study.gray_state(torch.load(clean_path, weights_only=True), clean_path)
     mean, std = state.pop("mean").flatten(), state.pop("std").flatten()
-    if not (torch.all(mean == mean[0]) and torch.all(std == std[0])):
-        raise SystemExit(f"{clean_path}: per-color mean/std {mean.tolist()} / {std.tolist()}; summing the first "
-                         f"convolution over the colors is exact only when they share one (EfficientNet-Lite's 0.5/0.5).")
     state = {k.removeprefix("net."): v for k, v in state.items()}
-    stem = next(k for k in state if k.endswith("conv_stem.weight"))
-    state[stem] = state[stem].sum(1, keepdim=True)
     name = study.weights_dir if os.path.isdir(study.weights_dir) else "tf_efficientnet_lite0"
     net = load_timm_classifier(name, num_labels=len(FASHION_MNIST_LABELS), pretrained=False, in_chans=1)
     net.load_state_dict(state)
