@@ -160,7 +160,8 @@ def load_data(opts, seed: int):
 
     The test images are resized by torch (antialiased bilinear on floats); the training images too unless
     `--train_resize pil`, which resizes them as the recipes' timm transform does (PIL's bilinear on the 8-bit images,
-    stored at 8 bits): the one difference left between the study's row and the same run through the recipes.
+    stored at 8 bits): with `--in_chans 1`, the two differences between the study's row and the same run through the
+    recipes (benchmarks/README.md, "Where the gap comes from": the resize changed nothing, one channel did).
     """
     from hf_advft.data import load_fashion_mnist_arrays
 
