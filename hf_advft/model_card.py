@@ -251,6 +251,10 @@ def _recipe_view(adv_config: dict, training: dict, card: dict) -> dict:
     if adv_config.get("adv_epsilon_delay_ratio"):
         eps_text += f", after {adv_config['adv_epsilon_delay_ratio']:.0%} of the steps at eps = 0"
     epochs = training.get("epochs")
+    learning_rate = training.get("learning_rate", "not recorded")
+    if adv_config.get("lr_multipliers"):
+        learning_rate = f"{learning_rate}; " + ", ".join(
+            f"x{m:g} for the parameters matching `{p}`" for p, m in adv_config["lr_multipliers"].items())
     return {
         "objective": objective_text,
         "attack": attack,
@@ -261,7 +265,7 @@ def _recipe_view(adv_config: dict, training: dict, card: dict) -> dict:
             f" (of {training['num_train_epochs']:g})" if training.get("num_train_epochs") is not None else ""),
         "steps": training.get("steps", "not recorded"),
         "batch_size": training.get("batch_size", "not recorded"),
-        "learning_rate": training.get("learning_rate", "not recorded"),
+        "learning_rate": learning_rate,
         "dataset": card.get("dataset_name") or ", ".join(card.get("datasets") or []) or "not recorded",
     }
 

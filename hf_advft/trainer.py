@@ -23,6 +23,7 @@ from .attacks import SINGLE_STEP_ATTACKS, fgsm, n_fgsm, pgd
 from .checkpointing import ComputeSpentCallback
 from .evaluation import compute_accuracy
 from .evaluation_utils import is_adapter_model, model_logits, original_forward, takes_pixel_key
+from .lr_multipliers import LrMultipliersMixin
 from .objectives import compute_objective, kl_per_example, needs_clean_logits
 from .pixel_space import resolve_pixel_space
 from .schedules import SLOW_START_FAST_DECAY, epsilon_factor, get_slow_start_fast_decay_schedule
@@ -47,7 +48,7 @@ _CLEAN_KEY = "_hf_advft_clean_inputs"
 RANGE_CHECK_STEPS = 20
 
 
-class AdvTrainer(AdvEvaluationMixin, AdvCheckpointMixin, Trainer):
+class AdvTrainer(AdvEvaluationMixin, AdvCheckpointMixin, LrMultipliersMixin, Trainer):
     """A `Trainer` that fine-tunes image classifiers on adversarial examples.
 
     Takes the same arguments as `transformers.Trainer`, with `args` an [`AdvTrainingArguments`]. Works with models
@@ -82,6 +83,7 @@ class AdvTrainer(AdvEvaluationMixin, AdvCheckpointMixin, Trainer):
                 "AdvTrainer computes its loss from adv_objective ('pgd_at', 'trades' or 'mart'); compute_loss_func is "
                 "not supported. Subclass AdvTrainer and override compute_loss for a custom objective."
             )
+        self.check_lr_multipliers_optimizer(args, kwargs.get("optimizers"))
         if kwargs.get("compute_metrics") is None:
             kwargs["compute_metrics"] = compute_accuracy
         super().__init__(model=model, args=args, **kwargs)

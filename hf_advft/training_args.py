@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from transformers import TrainingArguments
 
 from .attacks import SINGLE_STEP_ATTACKS, TRAINING_ATTACKS, check_attack_args
+from .lr_multipliers import LR_MULTIPLIERS_HELP, parse_lr_multipliers
 from .objectives import OBJECTIVES
 from .schedules import SLOW_START_FAST_DECAY
 
@@ -47,6 +48,7 @@ class AdvTrainingArguments(TrainingArguments):
         default="linear",
         metadata={"help": "LR schedule: 'slow_start_fast_decay' (hf-advft) or any transformers SchedulerType name."},
     )
+    lr_multipliers: dict | str | None = field(default=None, metadata={"help": LR_MULTIPLIERS_HELP})
     adv_epsilon: float = field(
         default=8 / 255,
         metadata={"help": "Radius of the training attack in pixel units of images in [0, 1] (8/255, not 8)."},
@@ -164,6 +166,7 @@ class AdvTrainingArguments(TrainingArguments):
     adv_label_key: str = field(default="labels", metadata={"help": "Batch key holding the class labels."})
 
     def __post_init__(self):
+        self.lr_multipliers = parse_lr_multipliers(self.lr_multipliers)
         self._validate_adv_args()
         # TrainingArguments.__post_init__ casts lr_scheduler_type to transformers' closed `SchedulerType` enum, which
         # cannot learn new members. We hand it a valid stand-in and restore our name afterwards; AdvTrainer's
@@ -301,8 +304,10 @@ class AdvTrainingArguments(TrainingArguments):
         return clone
 
     def adv_config(self) -> dict:
-        """Every adversarial setting (the `adv_*` fields, the schedule and its kwargs), for `adv_config.json`."""
+        """Every adversarial setting (the `adv_*` fields, the schedule and its kwargs, the LR multipliers), for
+        `adv_config.json`."""
         config = {f.name: getattr(self, f.name) for f in fields(self) if f.name.startswith("adv_")}
+        config["lr_multipliers"] = self.lr_multipliers
         config["lr_scheduler_type"] = str(getattr(self.lr_scheduler_type, "value", self.lr_scheduler_type))
         config["lr_scheduler_kwargs"] = self.lr_scheduler_kwargs
         return json.loads(json.dumps(config, sort_keys=True, default=str))

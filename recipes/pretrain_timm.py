@@ -15,16 +15,17 @@ import os
 import sys
 
 import torch.nn.functional as F
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer
 
 from hf_advft.cli import run_guarded
 from hf_advft.evaluation import compute_accuracy
+from hf_advft.lr_multipliers import CleanTrainingArguments, LrMultipliersMixin
 from hf_advft.modeling import describe_timm_task, load_timm_classifier, save_timm_config, timm_input_spec
 from hf_advft.script_utils import load_recipe_data, make_recipe_parser, parse_recipe_args, set_recipe_transforms
 
 
-class CleanTrainer(Trainer):
-    """A Trainer for timm models, whose `forward(x)` takes the images only and returns logits."""
+class CleanTrainer(LrMultipliersMixin, Trainer):
+    """A Trainer for timm models, whose `forward(x)` takes the images only and returns logits (and `lr_multipliers`)."""
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         logits = model(inputs["pixel_values"])
@@ -60,7 +61,7 @@ def main(script_args, training_args) -> dict:
 
 
 def make_parser():
-    return make_recipe_parser(__doc__, training_args_cls=TrainingArguments)
+    return make_recipe_parser(__doc__, training_args_cls=CleanTrainingArguments)
 
 
 if __name__ == "__main__":

@@ -329,3 +329,17 @@ def test_shipped_lite0_configs_parse_and_match_the_study_row():
             str(value).lower(), name
     stage1 = row_spec("clean", study)
     assert clean.num_train_epochs == stage1["epochs"] and clean.learning_rate == study.clean_lr
+
+
+def test_recipes_take_lr_multipliers_from_yaml_and_the_command_line(tmp_path):
+    """`lr_multipliers` reaches both stages: a YAML mapping, or JSON on the command line (which wins)."""
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"lr_multipliers": {"conv_stem": 3}, "report_to": "none"}))
+    for module in (pretrain_timm, finetune_timm):
+        _, training_args = _args(module, "--config", config, "--output_dir", tmp_path)
+        assert training_args.lr_multipliers == {"conv_stem": 3.0}, module.__name__
+        _, training_args = _args(module, "--config", config, "--output_dir", tmp_path, "--lr_multipliers",
+                                 '{"conv_stem": 2, "bn1": 0.5}')
+        assert training_args.lr_multipliers == {"conv_stem": 2.0, "bn1": 0.5}, module.__name__
+        with pytest.raises(ValueError, match="JSON mapping"):
+            _args(module, "--output_dir", tmp_path, "--lr_multipliers", "conv_stem=3")
