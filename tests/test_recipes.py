@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -329,6 +330,13 @@ def test_shipped_lite0_configs_parse_and_match_the_study_row():
             str(value).lower(), name
     stage1 = row_spec("clean", study)
     assert clean.num_train_epochs == stage1["epochs"] and clean.learning_rate == study.clean_lr
+    # Both stages train the summed 1-channel stem at 3x the LR, as fast as the study's 3 copies of it; the pattern
+    # names the stem alone in the recipes' network.
+    import timm
+
+    assert clean.lr_multipliers == aft.lr_multipliers == {"conv_stem": 3.0}
+    names = [n for n, _ in timm.create_model("efficientnet_lite0", in_chans=1, num_classes=10).named_parameters()]
+    assert [n for n in names if re.search("conv_stem", n)] == ["conv_stem.weight"]
 
 
 def test_recipes_take_lr_multipliers_from_yaml_and_the_command_line(tmp_path):
