@@ -156,8 +156,8 @@ def test_own_optimizer_with_lr_multipliers_is_refused(tmp_path):
     with pytest.raises(ValueError, match="build its param groups"):
         AdvTrainer(model=model, args=_args(tmp_path, lr_multipliers={STEM: 3.0}), optimizers=(optimizer, None),
                    train_dataset=DictDataset(*digits_tensors(16, 1, n=32)))
+    model(torch.rand(2, 1, 16, 16)).sum().backward()
+    stepped = torch.optim.Adam(model.parameters())
+    stepped.step()  # a stepped optimizer has state
     with pytest.raises(ValueError, match="fresh optimizer"):
-        model(torch.rand(2, 1, 16, 16)).sum().backward()
-        stepped = torch.optim.Adam(model.parameters())
-        stepped.step()  # a stepped optimizer has state
         apply_lr_multipliers(stepped, model, {STEM: 3.0})
