@@ -16,6 +16,8 @@ as the data has them. Rows (`--rows`, keys in `ROWS`, in the order run):
             where AFT meets (a), if it does)
   a_short   (a') PGD-AT from random init at the A/4 budget
   e         PGD-AT straight from the ImageNet weights at the A/4 budget
+  a_half, a_long  PGD-AT from random init at A/2 and 2A: with a_short and a, (a)'s curve over its budget (does it
+            plateau at A?); not in the verdict, which compares with (a)
 
 Every row reports clean and PGD-20 accuracy, and the rows `--autoattack_rows` names (keys; `bestN`, the N AFT rows of
 highest PGD-20 accuracy, attacked from their saved models once every row trained; `all`, every row, the clean model

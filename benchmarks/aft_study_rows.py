@@ -40,6 +40,9 @@ ROWS = {
     "aft2_ssfd": ("AFT 1/2, slow-start-fast-decay", "clean", 1 / 2, {}),
     "aft2_nfgsm": ("AFT 1/2, N-FGSM (k x epochs)", "clean", 1 / 2, {"adv_attack": "n_fgsm"}),
     "aft34_nfgsm": ("AFT 3/4, N-FGSM (k x epochs)", "clean", 3 / 4, {"adv_attack": "n_fgsm"}),
+    # (a)'s budget curve: is A where PGD-AT from random init plateaus? (with a_short, 1/4: four budgets)
+    "a_half": ("(a) PGD-AT from random init, 1/2 budget (budget curve)", "random", 1 / 2, {"at": True}),
+    "a_long": ("(a) PGD-AT from random init, 2x budget (budget curve)", "random", 2.0, {"at": True}),
 }
 # Most important first: the baselines the verdict needs, the main AFT row, then the techniques.
 DEFAULT_ROWS = ("clean", "a", "e", "a_short", "aft4_ssfd", "aft8_ssfd", "aft4_bn_live", "aft4_lr_low", "aft4_lr_high",
