@@ -116,8 +116,26 @@ def to_markdown(report) -> str:
     return "\n".join(lines)
 
 
+def _from_random_init(key: str) -> bool:
+    from aft_study_rows import ROWS
+
+    return key in ROWS and ROWS[key][1] == "random"
+
+
+def plot_styles(keys) -> dict:
+    """`{key: (color, marker)}`, one style per row, the same on every seed (one legend entry each): PGD-AT from random
+    init in black, the other rows in 10 colors x 15 markers, a distinct pair for each of up to 30 rows."""
+    markers = "osD^v<>pPhX*dH8"
+    baselines = [k for k in keys if _from_random_init(k)]
+    others = [k for k in keys if k not in baselines]
+    style = {k: ("black", markers[i % len(markers)]) for i, k in enumerate(baselines)}
+    style.update({k: (f"C{i % 10}", markers[i % len(markers)]) for i, k in enumerate(others)})
+    return style
+
+
 def plot(report, opts) -> str | None:
-    """AutoAttack accuracy (PGD-20, hollow, where AutoAttack did not run) against adversarial passes, one marker a row."""
+    """AutoAttack accuracy (PGD-20, hollow, where AutoAttack did not run) against adversarial passes: one marker per row
+    and seed, one style (and legend entry) per row."""
     try:
         import matplotlib
 
@@ -128,26 +146,30 @@ def plot(report, opts) -> str | None:
         return None
     rows = [r for r in ordered(report["rows"]) if r["status"] == "done" and r["key"] != "clean"]
     fig, ax = plt.subplots(figsize=(8, 5))
-    markers = "osD^v<>pPhX*dH8"
-    for i, r in enumerate(rows):
+    style = plot_styles(list(dict.fromkeys(r["key"] for r in rows)))
+    labelled = set()
+    for r in rows:
         aa = r.get("autoattack_accuracy") is not None
-        color = "black" if r["key"].startswith("a") and not r["key"].startswith("aft") else f"C{i % 10}"
-        ax.scatter([max(r["attack_passes"], 1)], [_robust(r)], marker=markers[i % len(markers)], s=70,
-                   facecolors=color if aa else "none", edgecolors=color, zorder=3,
-                   label=f"{r['label']} (seed {r['seed']}){'' if aa else ' [PGD-20]'}")
+        color, marker = style[r["key"]]
+        seeds = ", ".join(str(x["seed"]) for x in rows if x["key"] == r["key"])
+        label = None if r["key"] in labelled else f"{r['label']} (seed {seeds})"
+        labelled.add(r["key"])
+        ax.scatter([max(r["attack_passes"], 1)], [_robust(r)], marker=marker, s=70,
+                   facecolors=color if aa else "none", edgecolors=color, zorder=3, label=label)
     a = next((r for r in rows if r["key"] == "a"), None)
     if a is not None:
         ax.axhline(_robust(a), color="gray", ls="--", lw=1)
         ax.axvline(a["attack_passes"] / 4, color="gray", ls=":", lw=1)
     ax.set_xscale("log")
     ax.set_xlabel("adversarial forward+backward passes (training attack)")
-    ax.set_ylabel(f"AutoAttack (APGD-CE + APGD-T) accuracy, L-inf eps={opts.epsilon:g}")
+    ax.set_ylabel(f"AutoAttack (APGD-CE + APGD-T) accuracy, L-inf eps={opts.epsilon:g}\n"
+                  "(hollow: PGD-20, where AutoAttack did not run)")
     ax.set_title(f"EfficientNet-Lite0 on Fashion-MNIST, {opts.image_size} px, {opts.n_train:,} train images")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     os.makedirs(os.path.dirname(opts.plot) or ".", exist_ok=True)
-    fig.savefig(opts.plot, dpi=110)
+    fig.savefig(opts.plot, dpi=110, bbox_inches="tight")  # the legend outside the axes stays in the picture
     plt.close(fig)
     return opts.plot
 

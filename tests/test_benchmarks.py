@@ -211,6 +211,48 @@ def test_aft_study_merges_autoattack_parts():
         merge(row, part(200, 300, 0.2, {"apgd-ce": 0.3}))  # other components
 
 
+def test_pool_paired_pairs_blocks_across_runs_and_filters(tmp_path):
+    """pool_paired.py: each AdvTrainer block against the peer's block of the same round, pooled over files by a
+    geometric mean; entries of other models, variants or precisions are left out; unequal block counts are refused."""
+    pool_paired = _load("pool_paired")
+
+    def entry(model, adv, hand, variant="default", dtype="fp32"):
+        return {"model": model, "variant": variant, "dtype": dtype, "rows": {
+            "AdvTrainer": {"block_means_s": adv}, "hand loop": {"block_means_s": hand}}}
+
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps({"results": [entry("vit", [1.0, 2.0], [2.0, 2.0]),
+                                             entry("vit", [9.0], [1.0], variant="compile"),
+                                             entry("resnet", [9.0], [1.0])]}))
+    second.write_text(json.dumps({"results": [entry("vit", [4.0], [2.0]), entry("vit", [9.0], [1.0], dtype="bf16")]}))
+    result = pool_paired.pool([str(first), str(second)], model="vit", variant="default", dtype="fp32")
+    # ratios of images/s (peer block / AdvTrainer block): 2, 1 and 0.5, whose geometric mean is 1
+    assert result["blocks"] == 3 and [r["blocks"] for r in result["runs"]] == [2, 1]
+    assert result["ratio"] == pytest.approx(1.0) and result["step_time_ratio"] == pytest.approx(1.0)
+    low, high = result["interval_95"]
+    assert 0.5 <= low < 1.0 < high <= 2.0
+    assert pool_paired.pool([str(first)], model="vit", variant="default")["ratio"] == pytest.approx(2 ** 0.5, abs=1e-4)
+    first.write_text(json.dumps({"results": [entry("vit", [1.0, 2.0], [2.0])]}))
+    with pytest.raises(ValueError, match="2 AdvTrainer blocks against 1"):
+        pool_paired.pool([str(first)], model="vit")
+    with pytest.raises(ValueError, match="No paired blocks"):
+        pool_paired.pool([str(second)], model="deit")
+
+
+def test_aft_study_plot_gives_each_row_one_style_on_every_seed():
+    """The plot's legend names each row once: one (color, marker) per row, distinct across all rows, with PGD-AT from
+    random init (the budget curve of (a)) in black."""
+    _load("aft_study")  # puts benchmarks/ on sys.path
+    import aft_study_report
+    from aft_study_rows import ROWS
+
+    keys = [k for k in ROWS if k != "clean"]
+    styles = aft_study_report.plot_styles(keys)
+    assert set(styles) == set(keys) and len(set(styles.values())) == len(keys)
+    random_init = {"a", "a_short", "a_half", "a_long"}
+    assert {k for k, (color, _) in styles.items() if color == "black"} == random_init
+
+
 @pytest.mark.slow
 def test_aft_study_quick_bookkeeping_and_resume(tmp_path):
     """benchmarks/aft_study.py --quick on fake Fashion-MNIST files: passes, totals, partial JSON, resume, outputs."""

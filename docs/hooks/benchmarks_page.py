@@ -14,7 +14,7 @@ from mkdocs.structure.files import File
 
 
 ROOT = Path(__file__).resolve().parents[2]
-SUFFIXES = {".py", ".json", ".png", ".svg"}
+SUFFIXES = {".py", ".sh", ".json", ".png", ".svg"}
 
 
 def on_files(files, config):
