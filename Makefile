@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: install test demo docs bench lint clean
+.PHONY: install test demo docs bench bench-install study lint clean
 
 $(STAMP): setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,14 +28,21 @@ demo: $(STAMP)
 # Benchmarks (benchmarks/README.md). The peers and the plot are benchmark-only extras; torchattacks pins an old
 # `requests`, so it is installed with --no-deps. Fashion-MNIST comes offline from the Debian package.
 # `make bench BENCH_ARGS=--quick` is the smoke run.
-bench: $(STAMP)
+bench: bench-install
+	$(PY) benchmarks/step_overhead.py $(BENCH_ARGS)
+	$(PY) benchmarks/compute_to_robustness.py $(BENCH_ARGS)
+	$(PY) benchmarks/eval_throughput.py $(BENCH_ARGS)
+
+bench-install: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) -m pip install --quiet --no-deps torchattacks
 	dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || \
 		{ [ "$$(id -u)" = 0 ] || SUDO=sudo; $$SUDO apt-get update -qq && $$SUDO apt-get install -y dataset-fashion-mnist; }
-	$(PY) benchmarks/step_overhead.py $(BENCH_ARGS)
-	$(PY) benchmarks/compute_to_robustness.py $(BENCH_ARGS)
-	$(PY) benchmarks/eval_throughput.py $(BENCH_ARGS)
+
+# Issue 12's study on EfficientNet-Lite0 (benchmarks/README.md, "AFT study"): the default rows take about 70 minutes on
+# 2 cores. `make study STUDY_ARGS=--quick` is the smoke run; STUDY_ARGS takes any of the script's flags.
+study: bench-install
+	OMP_NUM_THREADS=1 $(PY) benchmarks/aft_study.py $(STUDY_ARGS)
 
 # The documentation site (mkdocs.yml, docs/) into site/; --strict makes every warning an error. Offline: no web fonts,
 # no plugin that downloads.

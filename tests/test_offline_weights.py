@@ -86,3 +86,39 @@ def test_a_wrong_checkpoint_is_refused_and_an_existing_folder_kept(converted, tm
     with pytest.raises(ValueError, match="--overwrite"):
         offline_weights.main(offline_weights.make_parser().parse_args(["--output_dir", str(converted)]))
     assert (converted / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_shipped_lite0_recipe_runs_both_stages_on_the_converted_folder(converted, tmp_path):
+    """The shipped two-stage recipe (recipes/configs/lite0_fashion_mnist_*.yaml) takes the converted folder as it would
+    take a Hub download: stage 1 (`pretrain_timm.py`: 1 input channel from the summed RGB stem, the stem's LR x 3)
+    writes the clean model that stage 2 (`finetune_timm.py`: N-FGSM AFT) fine-tunes. A few steps on digits images."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import finetune_timm
+    import pretrain_timm
+    from image_folders import write_digits_imagefolder
+
+    from hf_advft.script_utils import parse_recipe_args
+
+    data = tmp_path / "digits"
+    write_digits_imagefolder(str(data / "train"), n=16)
+    write_digits_imagefolder(str(data / "test"), n=8)
+    small = ["--dataset_name", str(data), "--max_train_samples", "16", "--max_eval_samples", "8",
+             "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "8", "--num_train_epochs", "1",
+             "--eval_split", "test", "--disable_tqdm", "true"]
+    clean_dir, robust_dir = tmp_path / "clean", tmp_path / "aft"
+    script, args = parse_recipe_args(pretrain_timm.make_parser(), [
+        "--config", str(ROOT / "recipes/configs/lite0_fashion_mnist_clean.yaml"),
+        "--model_name_or_path", str(converted), "--output_dir", str(clean_dir), *small])
+    imagenet = load_timm_classifier(str(converted), num_labels=10)
+    pretrain_timm.main(script, args)
+    clean = load_timm_classifier(str(clean_dir), num_labels=10)
+    assert clean.conv_stem.in_channels == 1 and clean.pretrained_cfg["input_size"] == (1, 32, 32)
+    assert not torch.allclose(clean.conv_stem.weight, imagenet.conv_stem.weight.sum(1, keepdim=True))  # trained
+
+    script, args = parse_recipe_args(finetune_timm.make_parser(), [
+        "--config", str(ROOT / "recipes/configs/lite0_fashion_mnist_aft.yaml"),
+        "--model_name_or_path", str(clean_dir), "--output_dir", str(robust_dir), "--adv_eval_steps", "2", *small])
+    metrics = finetune_timm.main(script, args)
+    assert 0 <= metrics["eval_robust_accuracy"] <= metrics["eval_accuracy"] <= 1
+    config = (robust_dir / "adv_config.json").read_text()
+    assert '"n_fgsm"' in config and '"conv_stem": 3.0' in config
