@@ -111,8 +111,12 @@ def apply_lr_multipliers(optimizer: torch.optim.Optimizer, model: torch.nn.Modul
     unmatched = [pattern for pattern, hit in matched.items() if not hit]
     if unmatched:
         trainable = [n for group in optimizer.param_groups for n in map(names.get, group["params"]) if n]
+        # FSDP1 flattens each wrapped module's parameters into one `_flat_param`, whose name no pattern can target.
+        flattened = any("_flat_param" in n for n in trainable)
+        hint = (" FSDP flattened the parameters, so their names are gone: set `fsdp_use_orig_params: true` (FSDP1) "
+                "or use FSDP2 (`fsdp_version: 2`), which keep them." if flattened else " Fix the pattern, or drop it.")
         raise ValueError(f"lr_multipliers: {unmatched} match no parameter the optimizer trains (re.search on names "
-                         f"such as {trainable[:4]}). Fix the pattern, or drop it.")
+                         f"such as {trainable[:4]}).{hint}")
     new_groups = []
     for group, kept, moved in plan:
         group["params"] = kept

@@ -150,6 +150,24 @@ def test_a_pattern_that_matches_nothing_is_refused_before_training(tmp_path):
         _train(tmp_path, frozen, "frozen", lr_multipliers={STEM: 3.0})
 
 
+def test_flattened_fsdp_names_get_the_setting_that_keeps_them():
+    """FSDP1 without `use_orig_params` trains one `_flat_param` per wrapped module (torch's FlatParameter name): the
+    error says which setting keeps the parameter names, instead of "fix the pattern"."""
+    class Flat(torch.nn.Module):  # the names FSDP1 gives: `_fsdp_wrapped_module._flat_param`
+        def __init__(self):
+            super().__init__()
+            self._fsdp_wrapped_module = torch.nn.Module()
+            self._fsdp_wrapped_module._flat_param = torch.nn.Parameter(torch.zeros(10))
+
+    flat = Flat()
+    with pytest.raises(ValueError, match=r"FSDP flattened the parameters.*fsdp_use_orig_params: true.*FSDP2"):
+        apply_lr_multipliers(torch.optim.AdamW(flat.parameters()), flat, {"conv_stem": 3.0})
+    model = SmallCNN(channels=1)
+    with pytest.raises(ValueError, match="Fix the pattern") as err:
+        apply_lr_multipliers(torch.optim.AdamW(model.parameters()), model, {"conv_stem": 3.0})
+    assert "FSDP" not in str(err.value)
+
+
 def test_own_optimizer_with_lr_multipliers_is_refused(tmp_path):
     model = SmallCNN(channels=1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
