@@ -14,8 +14,8 @@ as the data has them. Rows (`--rows`, keys in `ROWS`, in the order run):
             delayed eps ramp; FGSM-RS and N-FGSM (1 pass per example, so k times the epochs); TRADES; MART;
             weight EMA; AWP; LoRA (peft); aft2_* at A/2 and aft34_* at 3A/4 (above the target's budget:
             where AFT meets (a), if it does)
-  a_short   (a') PGD-AT from random init at the A/4 budget
-  e         PGD-AT straight from the ImageNet weights at the A/4 budget
+  a_short   (a') PGD-AT from random init at the A/4 budget (a_short8: at A/8)
+  e         PGD-AT straight from the ImageNet weights at the A/4 budget (e8: at A/8)
   a_half, a_long  PGD-AT from random init at A/2 and 2A: with a_short and a, (a)'s curve over its budget (does it
             plateau at A?); not in the verdict, which compares with (a)
 

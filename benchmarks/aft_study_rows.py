@@ -43,6 +43,9 @@ ROWS = {
     # (a)'s budget curve: is A where PGD-AT from random init plateaus? (with a_short, 1/4: four budgets)
     "a_half": ("(a) PGD-AT from random init, 1/2 budget (budget curve)", "random", 1 / 2, {"at": True}),
     "a_long": ("(a) PGD-AT from random init, 2x budget (budget curve)", "random", 2.0, {"at": True}),
+    # the other baselines at the smaller AFT budget too
+    "a_short8": ("(a') PGD-AT from random init, 1/8 budget", "random", 1 / 8, {"at": True}),
+    "e8": ("(e) PGD-AT from the ImageNet weights, 1/8 budget", "imagenet", 1 / 8, {"at": True}),
 }
 # Most important first: the baselines the verdict needs, the main AFT row, then the techniques.
 DEFAULT_ROWS = ("clean", "a", "e", "a_short", "aft4_ssfd", "aft8_ssfd", "aft4_bn_live", "aft4_lr_low", "aft4_lr_high",
