@@ -162,7 +162,8 @@ def plot(report, opts) -> str | None:
         ax.axvline(a["attack_passes"] / 4, color="gray", ls=":", lw=1)
     ax.set_xscale("log")
     ax.set_xlabel("adversarial forward+backward passes (training attack)")
-    ax.set_ylabel(f"AutoAttack (APGD-CE + APGD-T) accuracy, L-inf eps={opts.epsilon:g}\n"
+    components = " + ".join(c.upper() for c in str(opts.autoattack_components).split(","))
+    ax.set_ylabel(f"AutoAttack ({components}) accuracy, L-inf eps={opts.epsilon:g}\n"
                   "(hollow: PGD-20, where AutoAttack did not run)")
     ax.set_title(f"EfficientNet-Lite0 on Fashion-MNIST, {opts.image_size} px, {opts.n_train:,} train images")
     ax.grid(True, which="both", alpha=0.3)

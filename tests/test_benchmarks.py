@@ -231,7 +231,14 @@ def test_pool_paired_pairs_blocks_across_runs_and_filters(tmp_path):
     assert result["ratio"] == pytest.approx(1.0) and result["step_time_ratio"] == pytest.approx(1.0)
     low, high = result["interval_95"]
     assert 0.5 <= low < 1.0 < high <= 2.0
+    # each run weighing the same: runs of geometric means sqrt(2) and 1/2
+    assert result["run_ratio"] == pytest.approx((2 ** 0.5 * 0.5) ** 0.5, abs=1e-4)
+    assert [r["median"] for r in result["runs"]] == [pytest.approx(2 ** 0.5, abs=1e-4), 0.5]
     assert pool_paired.pool([str(first)], model="vit", variant="default")["ratio"] == pytest.approx(2 ** 0.5, abs=1e-4)
+    gpu = tmp_path / "gpu.json"  # runs on another device are left out
+    gpu.write_text(json.dumps({"settings": {"device": "cuda"}, "results": [entry("vit", [9.0], [1.0])]}))
+    assert pool_paired.pool([str(first), str(gpu)], model="vit", variant="default")["blocks"] == 2
+    assert pool_paired.pool([str(gpu)], model="vit", device="cuda")["ratio"] == pytest.approx(1 / 9, abs=1e-4)
     first.write_text(json.dumps({"results": [entry("vit", [1.0, 2.0], [2.0])]}))
     with pytest.raises(ValueError, match="2 AdvTrainer blocks against 1"):
         pool_paired.pool([str(first)], model="vit")
