@@ -17,7 +17,7 @@ as the data has them. Rows (`--rows`, keys in `ROWS`, in the order run):
   a_short   (a') PGD-AT from random init at the A/4 budget (a_short8: at A/8)
   e         PGD-AT straight from the ImageNet weights at the A/4 budget (e8: at A/8)
   a_half, a_long  PGD-AT from random init at A/2 and 2A: with a_short and a, (a)'s curve over its budget (does it
-            plateau at A?); not in the verdict, which compares with (a)
+            plateau at A?); with a_long, a second verdict compares the AFT rows with it
 
 Every row reports clean and PGD-20 accuracy, and the rows `--autoattack_rows` names (keys; `bestN`, the N AFT rows of
 highest PGD-20 accuracy, attacked from their saved models once every row trained; `all`, every row, the clean model
@@ -52,7 +52,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from aft_study_report import MIN_BASELINE_ROBUSTNESS, plot, to_markdown, verdict  # noqa: E402, F401
+from aft_study_report import MIN_BASELINE_ROBUSTNESS, judge, plot, to_markdown, verdict  # noqa: E402, F401
 from aft_study_rows import DEFAULT_ROWS, LORA_TARGETS, ROWS, missing_options, row_spec  # noqa: E402
 from bench_common import DictDataset, hardware  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -597,14 +597,14 @@ def main(opts) -> dict:
     _run_all([(k, s) for s in seeds for k in rows if (k, s) not in done], report, opts)
     _autoattack_phase(report, opts)
     report["runs"][-1].update(seconds=round(time.time() - start, 1), load_average_at_end=os.getloadavg()[0])
-    report["verdict"] = verdict(report["rows"])
+    texts = judge(report)
     _write(report, opts)
     table = to_markdown(report)
     with open(opts.markdown, "w") as f:
-        f.write(table + "\n\n" + report["verdict"]["text"] + "\n")
+        f.write(table + "\n\n" + "\n\n".join(texts) + "\n")
     report["plot"] = plot(report, opts)
     print(table)
-    print(report["verdict"]["text"])
+    print("\n".join(texts))
     return report
 
 

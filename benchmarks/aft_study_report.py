@@ -25,18 +25,20 @@ def _mean(values) -> float:
     return sum(values) / len(values)
 
 
-def verdict(rows) -> dict:
+def verdict(rows, base: str = "a", name: str = "(a)") -> dict:
     """Which AFT row reaches (a)'s robust accuracy, with clean accuracy no lower, at the fewest adversarial passes?
 
     A row is compared with (a) on the seeds both have, by the means over those seeds (one seed is one comparison; two
     seeds are judged on their average, not on the luckier one). Judged on AutoAttack where (a) and some AFT rows have
-    it (those rows, on the seeds where both have it), else on PGD-20 (every AFT row).
+    it (those rows, on the seeds where both have it), else on PGD-20 (every AFT row). `base` names the baseline row
+    (`"a_long"`: PGD-AT at twice (a)'s budget, the check that (a) had plateaued), `name` how the text calls it; the
+    ratios are of the baseline's adversarial passes.
     """
     done = [r for r in rows if r["status"] == "done"]
-    a_by_seed = {r["seed"]: r for r in done if r["key"] == "a"}
+    a_by_seed = {r["seed"]: r for r in done if r["key"] == base}
     aft = [r for r in done if r["key"].startswith("aft") and r["seed"] in a_by_seed]
     if not a_by_seed or not aft:
-        return {"text": "No verdict: (a) or every AFT row is missing.", "reaches": None, "metric": None}
+        return {"text": f"No verdict: {name} or every AFT row is missing.", "reaches": None, "metric": None}
 
     def has_aa(r):
         return r.get("autoattack_accuracy") is not None
@@ -52,15 +54,15 @@ def verdict(rows) -> dict:
     entries = []
     for key, group in groups.items():
         group = sorted(group, key=lambda r: r["seed"])
-        base = [a_by_seed[r["seed"]] for r in group]
+        theirs = [a_by_seed[r["seed"]] for r in group]
         entries.append({"key": key, "label": group[0]["label"], "seeds": [r["seed"] for r in group],
                         "score": _mean(map(score, group)), "clean": _mean(r["clean_accuracy"] for r in group),
-                        "a_score": _mean(map(score, base)), "a_clean": _mean(r["clean_accuracy"] for r in base),
-                        "ratio": group[0]["attack_passes"] / base[0]["attack_passes"]})
+                        "a_score": _mean(map(score, theirs)), "a_clean": _mean(r["clean_accuracy"] for r in theirs),
+                        "ratio": group[0]["attack_passes"] / theirs[0]["attack_passes"]})
     a_score = _mean(score(r) for r in a_by_seed.values() if metric == "PGD-20" or has_aa(r))
     if a_score < MIN_BASELINE_ROBUSTNESS:  # "reaching" a baseline with no robustness would mean nothing
         best = max(entries, key=lambda e: (e["score"], e["clean"]))
-        return {"text": f"NO VERDICT: (a) itself learned no robustness ({metric} {a_score:.3f}), so reaching it means "
+        return {"text": f"NO VERDICT: {name} itself learned no robustness ({metric} {a_score:.3f}), so reaching it means "
                         f"nothing; the best AFT row, {best['label']}, has {metric} {best['score']:.3f}. The budget is "
                         f"too small for the comparison.",
                 "metric": metric, "reaches": None, "best": best["key"], "adversarial_ratio": best["ratio"],
@@ -73,17 +75,27 @@ def verdict(rows) -> dict:
     seeds = f"seed {best['seeds'][0]}" if len(best["seeds"]) == 1 else \
         f"mean of seeds {', '.join(map(str, best['seeds']))}"
     if reaching:
-        text = (f"YES at {ratio:.3f}x (1/{1 / ratio:.1f}) of (a)'s adversarial passes: {best['label']} reaches "
-                f"{metric} {best['score']:.3f} (a: {best['a_score']:.3f}) with clean accuracy {best['clean']:.3f} "
-                f"(a: {best['a_clean']:.3f}; {seeds}). The target (<= 1/4) is "
+        text = (f"YES at {ratio:.3f}x (1/{1 / ratio:.1f}) of {name}'s adversarial passes: {best['label']} reaches "
+                f"{metric} {best['score']:.3f} ({base}: {best['a_score']:.3f}) with clean accuracy {best['clean']:.3f} "
+                f"({base}: {best['a_clean']:.3f}; {seeds}). The target (<= 1/4) is "
                 f"{'met' if ratio <= 0.25 + 1e-9 else 'NOT met'}.")
     else:
-        text = (f"NO: no AFT row reaches (a)'s {metric} accuracy with clean accuracy no lower, on the seeds both have. "
-                f"The closest, {best['label']}, reaches {metric} {best['score']:.3f} (a: {best['a_score']:.3f}) and "
-                f"clean {best['clean']:.3f} (a: {best['a_clean']:.3f}; {seeds}) at {ratio:.3f}x of (a)'s adversarial "
-                f"passes.")
+        text = (f"NO: no AFT row reaches {name}'s {metric} accuracy with clean accuracy no lower, on the seeds both "
+                f"have. The closest, {best['label']}, reaches {metric} {best['score']:.3f} ({base}: "
+                f"{best['a_score']:.3f}) and clean {best['clean']:.3f} ({base}: {best['a_clean']:.3f}; {seeds}) at "
+                f"{ratio:.3f}x of {name}'s adversarial passes.")
     return {"text": text, "metric": metric, "reaches": bool(reaching), "best": best["key"], "adversarial_ratio": ratio,
             "seeds": best["seeds"], "target_met": bool(reaching) and ratio <= 0.25 + 1e-9}
+
+
+def judge(report) -> list[str]:
+    """Set `report["verdict"]` (against (a)) and, once PGD-AT at twice (a)'s budget has run, `report["verdict_2x"]`
+    (against it: had (a) plateaued?); return their texts."""
+    report["verdict"] = verdict(report["rows"])
+    report.pop("verdict_2x", None)
+    if any(r["key"] == "a_long" and r["status"] == "done" for r in report["rows"]):
+        report["verdict_2x"] = verdict(report["rows"], base="a_long", name="(a) at 2x its budget")
+    return [report[k]["text"] for k in ("verdict", "verdict_2x") if k in report]
 
 
 def ordered(rows) -> list:

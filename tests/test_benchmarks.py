@@ -315,6 +315,15 @@ def test_aft_study_quick_bookkeeping_and_resume(tmp_path):
     assert "0.350 (a: 0.450)" in judged["text"] and "mean of seeds 0, 1" in judged["text"]
     judged = study.verdict([a0, a1, {**row0, "autoattack_accuracy": 0.55}, row1])
     assert judged["reaches"] is True and "0.475 (a: 0.450)" in judged["text"]
+    # PGD-AT at twice the budget (a_long): a second verdict against it, its ratios of a_long's passes.
+    long0 = {**a0, "key": "a_long", "attack_passes": 2 * a0["attack_passes"], "autoattack_accuracy": 0.6}
+    report = {"rows": [a0, long0, {**row0, "autoattack_accuracy": 0.55}]}
+    texts = study.judge(report)
+    assert len(texts) == 2 and report["verdict"]["reaches"] is True
+    assert report["verdict_2x"]["reaches"] is False and "(a) at 2x its budget" in texts[1]
+    assert "0.550 (a_long: 0.600)" in texts[1]
+    assert report["verdict_2x"]["adversarial_ratio"] == pytest.approx(row0["attack_passes"] / long0["attack_passes"])
+    assert study.judge({"rows": [a0, row0]}) == [study.verdict([a0, row0])["text"]]  # no a_long: one verdict
     table = (tmp_path / "study.md").read_text()
     assert table.count("\n| ") == 3 and table.count("not run") == 1  # 3 rows below the header; no AutoAttack on clean
     failed = {"key": "aft4_awp", "seed": 0, "label": "AWP", "status": "failed", "why": "exit 1: log\nTraceback\nError"}
