@@ -31,8 +31,8 @@ def verdict(rows, base: str = "a", name: str = "(a)") -> dict:
     A row is compared with (a) on the seeds both have, by the means over those seeds (one seed is one comparison; two
     seeds are judged on their average, not on the luckier one). Judged on AutoAttack where (a) and some AFT rows have
     it (those rows, on the seeds where both have it), else on PGD-20 (every AFT row). `base` names the baseline row
-    (`"a_long"`: PGD-AT at twice (a)'s budget, the check that (a) had plateaued), `name` how the text calls it; the
-    ratios are of the baseline's adversarial passes.
+    (`"a_long"`: PGD-AT at twice (a)'s budget, the check that (a) had plateaued), `name` how the text calls it (in
+    parentheses: `"(a2x)"`); the ratios are of the baseline's adversarial passes.
     """
     done = [r for r in rows if r["status"] == "done"]
     a_by_seed = {r["seed"]: r for r in done if r["key"] == base}
@@ -72,17 +72,18 @@ def verdict(rows, base: str = "a", name: str = "(a)") -> dict:
     # none reaching: the closest to (a) on its own seeds; ties go to the cleaner row
     best = reaching[0] if reaching else max(entries, key=lambda e: (e["score"] - e["a_score"], e["clean"]))
     ratio = best["ratio"]
+    short = name.strip("()")  # "(a)" -> "a: 0.395" in the parentheses
     seeds = f"seed {best['seeds'][0]}" if len(best["seeds"]) == 1 else \
         f"mean of seeds {', '.join(map(str, best['seeds']))}"
     if reaching:
         text = (f"YES at {ratio:.3f}x (1/{1 / ratio:.1f}) of {name}'s adversarial passes: {best['label']} reaches "
-                f"{metric} {best['score']:.3f} ({base}: {best['a_score']:.3f}) with clean accuracy {best['clean']:.3f} "
-                f"({base}: {best['a_clean']:.3f}; {seeds}). The target (<= 1/4) is "
+                f"{metric} {best['score']:.3f} ({short}: {best['a_score']:.3f}) with clean accuracy {best['clean']:.3f} "
+                f"({short}: {best['a_clean']:.3f}; {seeds}). The target (<= 1/4) is "
                 f"{'met' if ratio <= 0.25 + 1e-9 else 'NOT met'}.")
     else:
         text = (f"NO: no AFT row reaches {name}'s {metric} accuracy with clean accuracy no lower, on the seeds both "
-                f"have. The closest, {best['label']}, reaches {metric} {best['score']:.3f} ({base}: "
-                f"{best['a_score']:.3f}) and clean {best['clean']:.3f} ({base}: {best['a_clean']:.3f}; {seeds}) at "
+                f"have. The closest, {best['label']}, reaches {metric} {best['score']:.3f} ({short}: "
+                f"{best['a_score']:.3f}) and clean {best['clean']:.3f} ({short}: {best['a_clean']:.3f}; {seeds}) at "
                 f"{ratio:.3f}x of {name}'s adversarial passes.")
     return {"text": text, "metric": metric, "reaches": bool(reaching), "best": best["key"], "adversarial_ratio": ratio,
             "seeds": best["seeds"], "target_met": bool(reaching) and ratio <= 0.25 + 1e-9}
@@ -94,7 +95,9 @@ def judge(report) -> list[str]:
     report["verdict"] = verdict(report["rows"])
     report.pop("verdict_2x", None)
     if any(r["key"] == "a_long" and r["status"] == "done" for r in report["rows"]):
-        report["verdict_2x"] = verdict(report["rows"], base="a_long", name="(a) at 2x its budget")
+        report["verdict_2x"] = verdict(report["rows"], base="a_long", name="(a2x)")
+        report["verdict_2x"]["text"] = ("Against (a2x), PGD-AT from random init at twice (a)'s budget: "
+                                        + report["verdict_2x"]["text"])
     return [report[k]["text"] for k in ("verdict", "verdict_2x") if k in report]
 
 

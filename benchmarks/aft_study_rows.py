@@ -41,8 +41,8 @@ ROWS = {
     "aft2_nfgsm": ("AFT 1/2, N-FGSM (k x epochs)", "clean", 1 / 2, {"adv_attack": "n_fgsm"}),
     "aft34_nfgsm": ("AFT 3/4, N-FGSM (k x epochs)", "clean", 3 / 4, {"adv_attack": "n_fgsm"}),
     # (a)'s budget curve: is A where PGD-AT from random init plateaus? (with a_short, 1/4: four budgets)
-    "a_half": ("(a) PGD-AT from random init, 1/2 budget (budget curve)", "random", 1 / 2, {"at": True}),
-    "a_long": ("(a) PGD-AT from random init, 2x budget (budget curve)", "random", 2.0, {"at": True}),
+    "a_half": ("(a/2) PGD-AT from random init, 1/2 budget", "random", 1 / 2, {"at": True}),
+    "a_long": ("(a2x) PGD-AT from random init, 2x budget", "random", 2.0, {"at": True}),
     # the other baselines at the smaller AFT budget too
     "a_short8": ("(a') PGD-AT from random init, 1/8 budget", "random", 1 / 8, {"at": True}),
     "e8": ("(e) PGD-AT from the ImageNet weights, 1/8 budget", "imagenet", 1 / 8, {"at": True}),

@@ -320,8 +320,8 @@ def test_aft_study_quick_bookkeeping_and_resume(tmp_path):
     report = {"rows": [a0, long0, {**row0, "autoattack_accuracy": 0.55}]}
     texts = study.judge(report)
     assert len(texts) == 2 and report["verdict"]["reaches"] is True
-    assert report["verdict_2x"]["reaches"] is False and "(a) at 2x its budget" in texts[1]
-    assert "0.550 (a_long: 0.600)" in texts[1]
+    assert report["verdict_2x"]["reaches"] is False and texts[1].startswith("Against (a2x), PGD-AT from random init")
+    assert "0.550 (a2x: 0.600)" in texts[1] and "0.550 (a: 0.500)" in texts[0]
     assert report["verdict_2x"]["adversarial_ratio"] == pytest.approx(row0["attack_passes"] / long0["attack_passes"])
     assert study.judge({"rows": [a0, row0]}) == [study.verdict([a0, row0])["text"]]  # no a_long: one verdict
     table = (tmp_path / "study.md").read_text()
