@@ -26,7 +26,8 @@ def _mean(values) -> float:
 
 
 def verdict(rows, base: str = "a", name: str = "(a)") -> dict:
-    """Which AFT row reaches (a)'s robust accuracy, with clean accuracy no lower, at the fewest adversarial passes?
+    """Which AFT row reaches the baseline's robust accuracy (by default (a)'s), clean accuracy no lower, at the fewest
+    adversarial passes?
 
     A row is compared with (a) on the seeds both have, by the means over those seeds (one seed is one comparison; two
     seeds are judged on their average, not on the luckier one). Judged on AutoAttack where (a) and some AFT rows have
@@ -78,15 +79,16 @@ def verdict(rows, base: str = "a", name: str = "(a)") -> dict:
     if reaching:
         text = (f"YES at {ratio:.3f}x (1/{1 / ratio:.1f}) of {name}'s adversarial passes: {best['label']} reaches "
                 f"{metric} {best['score']:.3f} ({short}: {best['a_score']:.3f}) with clean accuracy {best['clean']:.3f} "
-                f"({short}: {best['a_clean']:.3f}; {seeds}). The target (<= 1/4) is "
-                f"{'met' if ratio <= 0.25 + 1e-9 else 'NOT met'}.")
+                f"({short}: {best['a_clean']:.3f}; {seeds}).")
+        if base == "a":  # the issue's target is a fraction of (a)'s passes
+            text += f" The target (<= 1/4) is {'met' if ratio <= 0.25 + 1e-9 else 'NOT met'}."
     else:
         text = (f"NO: no AFT row reaches {name}'s {metric} accuracy with clean accuracy no lower, on the seeds both "
                 f"have. The closest, {best['label']}, reaches {metric} {best['score']:.3f} ({short}: "
                 f"{best['a_score']:.3f}) and clean {best['clean']:.3f} ({short}: {best['a_clean']:.3f}; {seeds}) at "
                 f"{ratio:.3f}x of {name}'s adversarial passes.")
     return {"text": text, "metric": metric, "reaches": bool(reaching), "best": best["key"], "adversarial_ratio": ratio,
-            "seeds": best["seeds"], "target_met": bool(reaching) and ratio <= 0.25 + 1e-9}
+            "seeds": best["seeds"], "target_met": base == "a" and bool(reaching) and ratio <= 0.25 + 1e-9}
 
 
 def judge(report) -> list[str]:

@@ -324,6 +324,10 @@ def test_aft_study_quick_bookkeeping_and_resume(tmp_path):
     assert "0.550 (a2x: 0.600)" in texts[1] and "0.550 (a: 0.500)" in texts[0]
     assert report["verdict_2x"]["adversarial_ratio"] == pytest.approx(row0["attack_passes"] / long0["attack_passes"])
     assert study.judge({"rows": [a0, row0]}) == [study.verdict([a0, row0])["text"]]  # no a_long: one verdict
+    # The issue's target is a fraction of (a)'s passes: a "yes" against a_long says nothing of it.
+    yes_2x = study.verdict([long0, {**row0, "autoattack_accuracy": 0.7, "clean_accuracy": 0.9}], base="a_long",
+                           name="(a2x)")
+    assert yes_2x["reaches"] is True and yes_2x["target_met"] is False and "target" not in yes_2x["text"]
     table = (tmp_path / "study.md").read_text()
     assert table.count("\n| ") == 3 and table.count("not run") == 1  # 3 rows below the header; no AutoAttack on clean
     failed = {"key": "aft4_awp", "seed": 0, "label": "AWP", "status": "failed", "why": "exit 1: log\nTraceback\nError"}
