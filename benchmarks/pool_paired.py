@@ -81,7 +81,7 @@ def pool(paths, *, model: str, variant: str | None = None, dtype: str | None = N
         return round(1 / point, 4), [round(1 / hi, 4), round(1 / lo, 4)]
 
     return {"model": model, "variant": variant, "dtype": dtype, "peer": peer, "device": device,
-            "blocks": len(runs) and sum(r["blocks"] for r in runs), "runs": runs,
+            "blocks": sum(r["blocks"] for r in runs), "runs": runs,
             "ratio": round(mean, 4), "interval_95": [round(low, 4), round(high, 4)],
             "step_time_ratio": step_time(mean, low, high)[0], "step_time_interval_95": step_time(mean, low, high)[1],
             "run_ratio": round(run_mean, 4), "run_interval_95": [round(run_low, 4), round(run_high, 4)],
