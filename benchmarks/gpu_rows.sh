@@ -79,17 +79,8 @@ for part in $PARTS; do
         tests/scripts/train_tiny.py --n-train 256 --n-eval 64 --batch 64 --epochs 1 --adv-steps 3 \
         $CUDA_FLAG ${train_args[@]+"${train_args[@]}"} --output-dir "$OUT/launch_$config" --result "$OUT/launch_$config/r" \
         > "$OUT/launch_$config.log" 2>&1 \
-        && $PY - "$config" "$OUT/launch_$config/r_rank0.json" <<'EOF' || fail "launch $config" "$OUT/launch_$config.log"
-import json, math, sys
-name, path = sys.argv[1:]
-r = json.load(open(path))
-logs = [h for h in r["log_history"] if "loss" in h]
-assert logs and all(math.isfinite(h["loss"]) for h in logs), "no finite training loss logged"
-print(json.dumps({"check": f"accelerate launch {name}.yaml", "distributed_type": r["distributed_type"],
-                  "mixed_precision": r["mixed_precision"], "fsdp": r["fsdp"], "steps": r["global_step"],
-                  "first_loss": logs[0]["loss"], "last_loss": logs[-1]["loss"],
-                  "eval_robust_accuracy": r["eval"].get("eval_robust_accuracy")}))
-EOF
+        && $PY tests/scripts/run_summary.py "accelerate launch $config.yaml" "$OUT/launch_$config/r_rank0.json" \
+        || fail "launch $config" "$OUT/launch_$config.log"
     done ;;
   esac
 done

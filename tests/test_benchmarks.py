@@ -246,6 +246,26 @@ def test_pool_paired_pairs_blocks_across_runs_and_filters(tmp_path):
         pool_paired.pool([str(second)], model="deit")
 
 
+def test_run_summary_of_the_gpu_scripts_fails_on_a_non_finite_loss(tmp_path, capsys):
+    """tests/scripts/run_summary.py, the one summary line of gpu_checks.sh and gpu_rows.sh per train_tiny.py run."""
+    spec = importlib.util.spec_from_file_location("_run_summary", Path(__file__).parent / "scripts" / "run_summary.py")
+    run_summary = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_summary)
+    result = {"log_history": [{"loss": 2.3}, {"eval_accuracy": 0.5}, {"loss": 2.1}], "mixed_precision": "bf16",
+              "scaler": None, "fsdp": True, "distributed_type": "FSDP", "global_step": 4,
+              "comm": {"attack_max_delta": 8 / 255, "attack_model_types": ["FSDPModule", "FSDPModule"]},
+              "eval": {"eval_accuracy": 0.5, "eval_robust_accuracy": 0.25}}
+    path = tmp_path / "r_rank0.json"
+    path.write_text(json.dumps(result))
+    assert run_summary.main(["fsdp", str(path)]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["losses_finite"] and (line["first_loss"], line["last_loss"]) == (2.3, 2.1)
+    assert line["attack_max_delta_x255"] == 8.0 and line["attack_model_types"] == ["FSDPModule"]
+    path.write_text(json.dumps({**result, "log_history": [{"loss": 2.3}, {"loss": float("nan")}]}))
+    assert run_summary.main(["fsdp", str(path)]) == 1
+    assert json.loads(capsys.readouterr().out)["losses_finite"] is False
+
+
 def test_aft_study_plot_gives_each_row_one_style_on_every_seed():
     """The plot's legend names each row once: one (color, marker) per row, distinct across all rows, with PGD-AT from
     random init (the budget curve of (a)) in black."""

@@ -17,20 +17,8 @@ C="--n-train 512 --n-eval 64 --batch 64 --epochs 2 --adv-steps 5 --cuda"
 $PY -c "import torch, transformers, accelerate; print(dict(torch=torch.__version__, transformers=transformers.__version__,
 accelerate=accelerate.__version__, gpu=torch.cuda.get_device_name()))"
 
-summary() {  # summary NAME: one line from the run's result JSON
-  $PY - "$1" "$OUT/$1/r_rank0.json" <<'EOF'
-import json, math, sys
-name, path = sys.argv[1:]
-r = json.load(open(path))
-logs = [h for h in r["log_history"] if "loss" in h]
-print(json.dumps({"check": name, "mixed_precision": r["mixed_precision"], "scaler": r["scaler"], "fsdp": r["fsdp"],
-                  "distributed_type": r["distributed_type"], "steps": r["global_step"],
-                  "losses_finite": all(math.isfinite(h["loss"]) for h in logs), "first_loss": logs[0]["loss"],
-                  "last_loss": logs[-1]["loss"], "attack_max_delta_x255": round(r["comm"]["attack_max_delta"] * 255, 4),
-                  "attack_model_types": sorted(set(r["comm"]["attack_model_types"])),
-                  "eval_accuracy": r["eval"].get("eval_accuracy"),
-                  "eval_robust_accuracy": r["eval"].get("eval_robust_accuracy")}))
-EOF
+summary() {  # summary NAME: one line from the run's result JSON (non-zero when a loss is not finite)
+  $PY tests/scripts/run_summary.py "$1" "$OUT/$1/r_rank0.json"
 }
 
 for precision in fp32 bf16 fp16; do
