@@ -276,7 +276,7 @@ def test_aft_study_plot_gives_each_row_one_style_on_every_seed():
     keys = [k for k in ROWS if k != "clean"]
     styles = aft_study_report.plot_styles(keys)
     assert set(styles) == set(keys) and len(set(styles.values())) == len(keys)
-    random_init = {"a", "a_short", "a_half", "a_long", "a_short8"}
+    random_init = {"a", "a_short", "a_half", "a_long", "a_long4", "a_short8"}
     assert {k for k, (color, _) in styles.items() if color == "black"} == random_init
 
 
