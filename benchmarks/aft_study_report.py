@@ -91,16 +91,24 @@ def verdict(rows, base: str = "a", name: str = "(a)") -> dict:
             "seeds": best["seeds"], "target_met": base == "a" and bool(reaching) and ratio <= 0.25 + 1e-9}
 
 
+# PGD-AT from random init at more than (a)'s budget: had (a) plateaued? One more verdict against each that ran.
+LONGER_BASELINES = (("a_long", "verdict_2x", "(a2x)", "twice"), ("a_long4", "verdict_4x", "(a4x)", "four times"))
+
+
 def judge(report) -> list[str]:
-    """Set `report["verdict"]` (against (a)) and, once PGD-AT at twice (a)'s budget has run, `report["verdict_2x"]`
-    (against it: had (a) plateaued?); return their texts."""
+    """Set `report["verdict"]` (against (a)) and, for each longer PGD-AT baseline that ran (`LONGER_BASELINES`: twice
+    and four times (a)'s budget), `report["verdict_2x"]` / `report["verdict_4x"]` (against it: had (a) plateaued?);
+    return their texts."""
     report["verdict"] = verdict(report["rows"])
-    report.pop("verdict_2x", None)
-    if any(r["key"] == "a_long" and r["status"] == "done" for r in report["rows"]):
-        report["verdict_2x"] = verdict(report["rows"], base="a_long", name="(a2x)")
-        report["verdict_2x"]["text"] = ("Against (a2x), PGD-AT from random init at twice (a)'s budget: "
-                                        + report["verdict_2x"]["text"])
-    return [report[k]["text"] for k in ("verdict", "verdict_2x") if k in report]
+    keys = ["verdict"]
+    for base, field, name, times in LONGER_BASELINES:
+        report.pop(field, None)
+        if any(r["key"] == base and r["status"] == "done" for r in report["rows"]):
+            report[field] = verdict(report["rows"], base=base, name=name)
+            report[field]["text"] = (f"Against {name}, PGD-AT from random init at {times} (a)'s budget: "
+                                     + report[field]["text"])
+            keys.append(field)
+    return [report[k]["text"] for k in keys]
 
 
 def ordered(rows) -> list:

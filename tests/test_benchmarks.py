@@ -344,6 +344,13 @@ def test_aft_study_quick_bookkeeping_and_resume(tmp_path):
     assert "0.550 (a2x: 0.600)" in texts[1] and "0.550 (a: 0.500)" in texts[0]
     assert report["verdict_2x"]["adversarial_ratio"] == pytest.approx(row0["attack_passes"] / long0["attack_passes"])
     assert study.judge({"rows": [a0, row0]}) == [study.verdict([a0, row0])["text"]]  # no a_long: one verdict
+    # PGD-AT at four times the budget (a_long4): a third verdict, against it.
+    long4 = {**a0, "key": "a_long4", "attack_passes": 4 * a0["attack_passes"], "autoattack_accuracy": 0.65}
+    texts = study.judge({"rows": [a0, long0, long4, {**row0, "autoattack_accuracy": 0.55}]})
+    assert len(texts) == 3 and texts[2].startswith("Against (a4x), PGD-AT from random init at four times")
+    assert "0.550 (a4x: 0.650)" in texts[2]
+    report = {"rows": [a0, long4, row0], "verdict_2x": {"text": "stale"}}
+    assert len(study.judge(report)) == 2 and "verdict_2x" not in report and "verdict_4x" in report
     # The issue's target is a fraction of (a)'s passes: a "yes" against a_long says nothing of it.
     yes_2x = study.verdict([long0, {**row0, "autoattack_accuracy": 0.7, "clean_accuracy": 0.9}], base="a_long",
                            name="(a2x)")
