@@ -82,7 +82,8 @@ def apply_lr_multipliers(optimizer: torch.optim.Optimizer, model: torch.nn.Modul
                          multipliers: dict[str, float]) -> dict[str, float]:
     """Move the parameters of `model` whose names match a pattern of `multipliers` into param groups of their own.
 
-    Each new group copies its old group's settings (weight decay, betas...) with `lr` times the multiplier. Call it on
+    Each new group copies its old group's settings (weight decay, betas...) with `lr` times the multiplier; the first
+    group stays, empty if every parameter left it, since the Trainer logs its LR as the run's. Call it on
     a fresh optimizer, before its LR scheduler is built and before any step. Returns `{parameter name: multiplier}`.
     Raises `ValueError` when a pattern matches no parameter of the optimizer (a typo, or names that FSDP flattened).
     """
@@ -122,7 +123,8 @@ def apply_lr_multipliers(optimizer: torch.optim.Optimizer, model: torch.nn.Modul
         group["params"] = kept
         for pattern, params in moved.items():
             new_groups.append({**group, "params": params, "lr": group["lr"] * multipliers[pattern]})
-    optimizer.param_groups[:] = [group for group in optimizer.param_groups if group["params"]]
+    # The first group stays, even emptied: the Trainer logs its LR as `learning_rate` (the base LR, not a multiple).
+    optimizer.param_groups[:] = [group for i, group in enumerate(optimizer.param_groups) if group["params"] or i == 0]
     for group in new_groups:
         optimizer.add_param_group(group)
     scaled = {name: multipliers[pattern] for pattern, hit in matched.items() for name in hit}

@@ -97,6 +97,16 @@ def test_groups_keep_their_weight_decay_and_the_schedule_scales_them_alike(tmp_p
     assert args.adv_config()["lr_multipliers"] == {STEM: 3.0, r"\.bias$": 0.5}
 
 
+def test_logged_learning_rate_stays_the_base_lr_when_every_parameter_is_scaled(tmp_path):
+    """The Trainer logs the first param group's LR: that group stays (empty) when every parameter moves out of it."""
+    trainer = _train(tmp_path, SmallCNN(channels=1), "all", lr_multipliers={".": 3.0})
+    groups = trainer.optimizer.param_groups
+    assert groups[0]["params"] == [] and groups[0]["lr"] == pytest.approx(1e-2)
+    assert all(g["lr"] == pytest.approx(3e-2) for g in groups[1:]) and len(groups) > 1
+    logged = [h["learning_rate"] for h in trainer.state.log_history if "learning_rate" in h]
+    assert logged and logged == pytest.approx([1e-2] * len(logged))
+
+
 def test_resume_restores_the_split_optimizer(tmp_path):
     kw = dict(lr_multipliers={STEM: 3.0}, save_strategy="steps", save_steps=3)
     _train(tmp_path, SmallCNN(channels=1), "run", **kw)
