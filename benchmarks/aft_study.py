@@ -12,12 +12,12 @@ as the data has them. Rows (`--rows`, keys in `ROWS`, in the order run):
   a         PGD-AT from random init, the full budget (A adversarial passes)
   aft8_*    AFT at A/8 adversarial passes; aft4_* at A/4: slow-start-fast-decay (ssfd), constant, cosine LR;
             delayed eps ramp; FGSM-RS and N-FGSM (1 pass per example, so k times the epochs); TRADES; MART;
-            weight EMA; AWP; LoRA (peft); aft2_* at A/2 and aft34_* at 3A/4 (above the target's budget:
-            where AFT meets (a), if it does)
+            weight EMA; AWP; LoRA (peft); aft2_* at A/2, aft34_* at 3A/4, aft1_* at A and aft2x_* at 2A (above
+            the target's budget: where AFT meets (a), and PGD-AT at 2A, if it does)
   a_short   (a') PGD-AT from random init at the A/4 budget (a_short8: at A/8)
   e         PGD-AT straight from the ImageNet weights at the A/4 budget (e8: at A/8)
-  a_half, a_long  PGD-AT from random init at A/2 and 2A: with a_short and a, (a)'s curve over its budget (does it
-            plateau at A?); with a_long, a second verdict compares the AFT rows with it
+  a_half, a_long, a_long4  PGD-AT from random init at A/2, 2A and 4A: with a_short8, a_short and a, (a)'s curve
+            over its budget (does it plateau at A?); with a_long and a_long4, one more verdict against each
 
 Every row reports clean and PGD-20 accuracy, and the rows `--autoattack_rows` names (keys; `bestN`, the N AFT rows of
 highest PGD-20 accuracy, attacked from their saved models once every row trained; `all`, every row, the clean model

@@ -32,8 +32,8 @@ def verdict(rows, base: str = "a", name: str = "(a)") -> dict:
     A row is compared with (a) on the seeds both have, by the means over those seeds (one seed is one comparison; two
     seeds are judged on their average, not on the luckier one). Judged on AutoAttack where (a) and some AFT rows have
     it (those rows, on the seeds where both have it), else on PGD-20 (every AFT row). `base` names the baseline row
-    (`"a_long"`: PGD-AT at twice (a)'s budget, the check that (a) had plateaued), `name` how the text calls it (in
-    parentheses: `"(a2x)"`); the ratios are of the baseline's adversarial passes.
+    (`"a_long"`, `"a_long4"`: PGD-AT at 2x and 4x (a)'s budget, the check that (a) had plateaued), `name` how the
+    text calls it (in parentheses: `"(a2x)"`); the ratios are of the baseline's adversarial passes.
     """
     done = [r for r in rows if r["status"] == "done"]
     a_by_seed = {r["seed"]: r for r in done if r["key"] == base}

@@ -98,7 +98,7 @@ def test_groups_keep_their_weight_decay_and_the_schedule_scales_them_alike(tmp_p
 
 
 def test_logged_learning_rate_stays_the_base_lr_when_every_parameter_is_scaled(tmp_path):
-    """The Trainer logs the first param group's LR: that group stays (empty) when every parameter moves out of it."""
+    """The Trainer logs the first param group's LR: that group stays (empty) when every parameter leaves it."""
     trainer = _train(tmp_path, SmallCNN(channels=1), "all", lr_multipliers={".": 3.0})
     groups = trainer.optimizer.param_groups
     assert groups[0]["params"] == [] and groups[0]["lr"] == pytest.approx(1e-2)
