@@ -16,8 +16,8 @@ as the data has them. Rows (`--rows`, keys in `ROWS`, in the order run):
             the target's budget: where AFT meets (a), and PGD-AT at 2A, if it does)
   a_short   (a') PGD-AT from random init at the A/4 budget (a_short8: at A/8)
   e         PGD-AT straight from the ImageNet weights at the A/4 budget (e8: at A/8)
-  a_half, a_long, a_long4  PGD-AT from random init at A/2, 2A and 4A: with a_short8, a_short and a, (a)'s curve
-            over its budget (does it plateau at A?); with a_long and a_long4, one more verdict against each
+  a_half, a_long, a_long4, a_long8  PGD-AT from random init at A/2, 2A, 4A and 8A: with a_short8, a_short and a,
+            (a)'s curve over its budget (does it plateau at A?); with a_long, a_long4, a_long8, one more verdict against each
 
 Every row reports clean and PGD-20 accuracy, and the rows `--autoattack_rows` names (keys; `bestN`, the N AFT rows of
 highest PGD-20 accuracy, attacked from their saved models once every row trained; `all`, every row, the clean model

@@ -32,7 +32,7 @@ def verdict(rows, base: str = "a", name: str = "(a)") -> dict:
     A row is compared with (a) on the seeds both have, by the means over those seeds (one seed is one comparison; two
     seeds are judged on their average, not on the luckier one). Judged on AutoAttack where (a) and some AFT rows have
     it (those rows, on the seeds where both have it), else on PGD-20 (every AFT row). `base` names the baseline row
-    (`"a_long"`, `"a_long4"`: PGD-AT at 2x and 4x (a)'s budget, the check that (a) had plateaued), `name` how the
+    (`"a_long"`, `"a_long4"`, `"a_long8"`: PGD-AT at 2x, 4x and 8x (a)'s budget, the check that (a) had plateaued), `name` how the
     text calls it (in parentheses: `"(a2x)"`); the ratios are of the baseline's adversarial passes.
     """
     done = [r for r in rows if r["status"] == "done"]
@@ -92,12 +92,14 @@ def verdict(rows, base: str = "a", name: str = "(a)") -> dict:
 
 
 # PGD-AT from random init at more than (a)'s budget: had (a) plateaued? One more verdict against each that ran.
-LONGER_BASELINES = (("a_long", "verdict_2x", "(a2x)", "twice"), ("a_long4", "verdict_4x", "(a4x)", "four times"))
+LONGER_BASELINES = (("a_long", "verdict_2x", "(a2x)", "twice"), ("a_long4", "verdict_4x", "(a4x)", "four times"),
+                    ("a_long8", "verdict_8x", "(a8x)", "eight times"))
 
 
 def judge(report) -> list[str]:
-    """Set `report["verdict"]` (against (a)) and, for each longer PGD-AT baseline that ran (`LONGER_BASELINES`: twice
-    and four times (a)'s budget), `report["verdict_2x"]` / `report["verdict_4x"]` (against it: had (a) plateaued?);
+    """Set `report["verdict"]` (against (a)) and, for each longer PGD-AT baseline that ran (`LONGER_BASELINES`: two, four
+    and eight times (a)'s budget), `report["verdict_2x"]` / `"verdict_4x"` / `"verdict_8x"` (against it: had (a)
+    plateaued?);
     return their texts."""
     report["verdict"] = verdict(report["rows"])
     keys = ["verdict"]

@@ -42,10 +42,11 @@ ROWS = {
     "aft34_nfgsm": ("AFT 3/4, N-FGSM (k x epochs)", "clean", 3 / 4, {"adv_attack": "n_fgsm"}),
     "aft1_nfgsm": ("AFT 1x, N-FGSM (k x epochs)", "clean", 1.0, {"adv_attack": "n_fgsm"}),
     "aft2x_nfgsm": ("AFT 2x, N-FGSM (k x epochs)", "clean", 2.0, {"adv_attack": "n_fgsm"}),
-    # (a)'s budget curve: is A where PGD-AT from random init plateaus? (with a_short8 and a_short: 1/8 to 4x)
+    # (a)'s budget curve: is A where PGD-AT from random init plateaus? (with a_short8 and a_short: 1/8 to 8x)
     "a_half": ("(a/2) PGD-AT from random init, 1/2 budget", "random", 1 / 2, {"at": True}),
     "a_long": ("(a2x) PGD-AT from random init, 2x budget", "random", 2.0, {"at": True}),
     "a_long4": ("(a4x) PGD-AT from random init, 4x budget", "random", 4.0, {"at": True}),
+    "a_long8": ("(a8x) PGD-AT from random init, 8x budget", "random", 8.0, {"at": True}),
     # the other baselines at the smaller AFT budget too
     "a_short8": ("(a') PGD-AT from random init, 1/8 budget", "random", 1 / 8, {"at": True}),
     "e8": ("(e) PGD-AT from the ImageNet weights, 1/8 budget", "imagenet", 1 / 8, {"at": True}),

@@ -276,7 +276,7 @@ def test_aft_study_plot_gives_each_row_one_style_on_every_seed():
     keys = [k for k in ROWS if k != "clean"]
     styles = aft_study_report.plot_styles(keys)
     assert set(styles) == set(keys) and len(set(styles.values())) == len(keys)
-    random_init = {"a", "a_short", "a_half", "a_long", "a_long4", "a_short8"}
+    random_init = {"a", "a_short", "a_half", "a_long", "a_long4", "a_long8", "a_short8"}
     assert {k for k, (color, _) in styles.items() if color == "black"} == random_init
 
 
@@ -351,6 +351,13 @@ def test_aft_study_quick_bookkeeping_and_resume(tmp_path):
     assert "0.550 (a4x: 0.650)" in texts[2]
     report = {"rows": [a0, long4, row0], "verdict_2x": {"text": "stale"}}
     assert len(study.judge(report)) == 2 and "verdict_2x" not in report and "verdict_4x" in report
+    # ... and at eight times (a_long8): a fourth, in LONGER_BASELINES' order whatever the rows' order.
+    long8 = {**a0, "key": "a_long8", "attack_passes": 8 * a0["attack_passes"], "autoattack_accuracy": 0.7}
+    report = {"rows": [long8, a0, long0, long4, {**row0, "autoattack_accuracy": 0.55}]}
+    texts = study.judge(report)
+    assert len(texts) == 4 and texts[3].startswith("Against (a8x), PGD-AT from random init at eight times")
+    assert "0.550 (a8x: 0.700)" in texts[3] and report["verdict_8x"]["reaches"] is False
+    assert report["verdict_8x"]["adversarial_ratio"] == pytest.approx(row0["attack_passes"] / long8["attack_passes"])
     # The issue's target is a fraction of (a)'s passes: a "yes" against a_long says nothing of it.
     yes_2x = study.verdict([long0, {**row0, "autoattack_accuracy": 0.7, "clean_accuracy": 0.9}], base="a_long",
                            name="(a2x)")
