@@ -18,6 +18,10 @@ as the data has them. Rows (`--rows`, keys in `ROWS`, in the order run):
   e         PGD-AT straight from the ImageNet weights at the A/4 budget (e8: at A/8)
   a_half, a_long, a_long4, a_long8  PGD-AT from random init at A/2, 2A, 4A and 8A: with a_short8, a_short and a,
             (a)'s curve over its budget (does it plateau at A?); with a_long, a_long4, a_long8, one more verdict against each
+  *_es      robust early stopping (aft2x_nfgsm_es: AFT N-FGSM with 2A as a ceiling): PGD-k accuracy (`--es_eval_steps`)
+            on `--es_held_out` training-file images never trained on, every `--es_eval_epochs` epochs; the best
+            checkpoint is kept, training stops after `--es_patience` evaluations without a better one; the held-out
+            attack's passes count as adversarial passes
 
 Every row reports clean and PGD-20 accuracy, and the rows `--autoattack_rows` names (keys; `bestN`, the N AFT rows of
 highest PGD-20 accuracy, attacked from their saved models once every row trained; `all`, every row, the clean model
@@ -148,17 +152,24 @@ def ensure_weights(opts) -> None:
 
 # --------------------------------------------------------------------------------------------------------------------
 # Data
-def subset_indices(opts, seed: int, n_train_file: int, n_test_file: int) -> tuple[torch.Tensor, torch.Tensor]:
+def subset_indices(opts, seed: int, n_train_file: int, n_test_file: int,
+                   n_val: int = 0) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The study's training images of `seed` (its first `--n_train` of a permutation drawn with `seed`) and its test
     images (the same for every seed: the first `--n_test` for clean and PGD-20, the first `--autoattack_examples` for
-    AutoAttack), as indices into the IDX files."""
-    tr = torch.randperm(n_train_file, generator=torch.Generator().manual_seed(seed))[:opts.n_train]
+    AutoAttack), as indices into the IDX files; with `n_val`, also the held-out images of robust early stopping: the
+    next `n_val` of the same permutation, so never a training image (nor a test image: those come from the test file)."""
+    perm = torch.randperm(n_train_file, generator=torch.Generator().manual_seed(seed))
+    if n_val and opts.n_train + n_val > n_train_file:
+        raise SystemExit(f"--n_train {opts.n_train} + {n_val} held-out images exceed the {n_train_file} training images.")
+    tr = perm[:opts.n_train]
     te = torch.randperm(n_test_file, generator=torch.Generator().manual_seed(0))[:max(opts.n_test, opts.autoattack_examples)]
-    return tr, te
+    return (tr, te, perm[opts.n_train:opts.n_train + n_val]) if n_val else (tr, te)
 
 
-def load_data(opts, seed: int):
-    """(train x, train y, test x, test y): 1-channel pixels in [0, 1] at `--image_size`, subsets drawn with `seed`.
+def load_data(opts, seed: int, n_val: int = 0):
+    """(train x, train y, test x, test y): 1-channel pixels in [0, 1] at `--image_size`, subsets drawn with `seed`;
+    with `n_val`, then (held-out x, held-out y): `n_val` more training-file images, none of them trained on, resized as
+    the test images.
 
     The test images are resized by torch (antialiased bilinear on floats); the training images too unless
     `--train_resize pil`, which resizes them as the recipes' timm transform does (PIL's bilinear on the 8-bit images,
@@ -172,7 +183,7 @@ def load_data(opts, seed: int):
         x_te, y_te = load_fashion_mnist_arrays(opts.data_dir, "test")
     except FileNotFoundError as err:
         raise SystemExit(f"{err}\n(As root: `apt-get install -y dataset-fashion-mnist`, or `make bench`.)") from err
-    tr, te = subset_indices(opts, seed, len(y_tr), len(y_te))
+    tr, te, *val = subset_indices(opts, seed, len(y_tr), len(y_te), n_val)
 
     def prep(x, idx, resize="torch"):
         x = x[idx.numpy()]
@@ -187,13 +198,20 @@ def load_data(opts, seed: int):
     def labels(y, idx):
         return torch.from_numpy(y[idx.numpy()].astype("int64"))
 
-    return prep(x_tr, tr, getattr(opts, "train_resize", "torch")), labels(y_tr, tr), prep(x_te, te), labels(y_te, te)
+    data = prep(x_tr, tr, getattr(opts, "train_resize", "torch")), labels(y_tr, tr), prep(x_te, te), labels(y_te, te)
+    return data + (prep(x_tr, val[0]), labels(y_tr, val[0])) if val else data
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # Training
-def train(model, data, opts, spec: dict, seed: int) -> dict:
-    """Train `model` in place as the row `spec` says; return passes, steps and wall time."""
+def train(model, data, opts, spec: dict, seed: int, held_out=None) -> dict:
+    """Train `model` in place as the row `spec` says; return passes, steps and wall time.
+
+    An early-stopping row (`spec["early_stop"]`) evaluates PGD accuracy on `held_out` (x, y) every `--es_eval_epochs`
+    epochs, saves a checkpoint there, stops after `--es_patience` evaluations without a better one
+    (`EarlyStoppingCallback`) and ends with the best checkpoint's weights in `model` (`load_best_model_at_end`). Its
+    passes are those spent up to the stop, the held-out PGD's forward+backward passes added to the attack passes
+    (`selection_passes` says how many)."""
     x, y = data
     steps_per_epoch = math.ceil(len(y) / opts.batch_size)
     max_steps = max(1, round(spec["epochs"] * steps_per_epoch))
@@ -201,9 +219,20 @@ def train(model, data, opts, spec: dict, seed: int) -> dict:
                   per_device_train_batch_size=opts.batch_size, logging_strategy="steps", logging_steps=max_steps,
                   save_strategy="no", report_to="none", disable_tqdm=True, seed=seed, use_cpu=opts.device == "cpu",
                   dataloader_num_workers=0, remove_unused_columns=False)
+    early_stop, callbacks, eval_dataset = spec.get("early_stop"), [], None
+    if early_stop:
+        from transformers import EarlyStoppingCallback
+
+        every = max(1, round(opts.es_eval_epochs * steps_per_epoch))
+        common.update(output_dir=os.path.join(opts.output_dir, f"run_{spec['key']}_seed{seed}"), logging_steps=every,
+                      eval_strategy="steps", eval_steps=every, save_strategy="steps", save_steps=every,
+                      save_total_limit=1, save_only_model=True, load_best_model_at_end=True,
+                      metric_for_best_model="robust_accuracy", greater_is_better=True, per_device_eval_batch_size=250)
+        callbacks = [EarlyStoppingCallback(early_stopping_patience=opts.es_patience)]
+        eval_dataset = DictDataset(*held_out)
     common.update(spec["train_args"])
     if spec["adversarial"]:
-        args = AdvTrainingArguments(**common, adv_epsilon=opts.epsilon, adv_eval_steps=0, **spec["adv_args"])
+        args = AdvTrainingArguments(**common, adv_epsilon=opts.epsilon, **{"adv_eval_steps": 0, **spec["adv_args"]})
         trainer_cls = AdvTrainer
     else:
         args, trainer_cls = TrainingArguments(**common), Trainer
@@ -213,7 +242,8 @@ def train(model, data, opts, spec: dict, seed: int) -> dict:
 
         net = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=LORA_TARGETS,
                                                modules_to_save=["classifier"]))
-    trainer = trainer_cls(model=net, args=args, train_dataset=DictDataset(x, y))
+    trainer = trainer_cls(model=net, args=args, train_dataset=DictDataset(x, y), eval_dataset=eval_dataset,
+                          callbacks=callbacks)
     trainer.remove_callback(PrinterCallback)
     start = time.perf_counter()
     trainer.train()
@@ -227,9 +257,34 @@ def train(model, data, opts, spec: dict, seed: int) -> dict:
         model.load_state_dict(net.merge_and_unload().state_dict())
     # With adv_ema_decay, AdvTrainer leaves the averaged weights in the model at the end of training: they are evaluated.
     train_log = [h for h in trainer.state.log_history if "loss" in h]
-    return {"steps": max_steps, "epochs": spec["epochs"], "attack_passes": attack, "update_passes": update,
-            "train_seconds": round(seconds, 1), "train_loss": train_log[-1]["loss"] if train_log else None,
-            "adv_train_accuracy": train_log[-1].get("adv_train_accuracy") if train_log else None}
+    run = {"steps": max_steps, "epochs": spec["epochs"], "attack_passes": attack, "update_passes": update,
+           "train_seconds": round(seconds, 1), "train_loss": train_log[-1]["loss"] if train_log else None,
+           "adv_train_accuracy": train_log[-1].get("adv_train_accuracy") if train_log else None}
+    if early_stop:
+        run.update(early_stopping_record(trainer, spec, steps_per_epoch, len(held_out[1])))
+        import shutil
+
+        shutil.rmtree(args.output_dir, ignore_errors=True)  # its checkpoints: the best one's weights are in `model`
+    return run
+
+
+def early_stopping_record(trainer, spec: dict, steps_per_epoch: int, n_held_out: int) -> dict:
+    """What robust early stopping did: the steps actually trained, the held-out robust accuracy of each evaluation, the
+    step whose weights were kept, and the held-out PGD's passes (added to the attack passes: choosing the checkpoint
+    is part of the compute). The training passes are AdvTrainer's count at the stop (`compute_spent`: one process)."""
+    state, args = trainer.state, trainer.args
+    history = [(h["step"], h["eval_robust_accuracy"]) for h in state.log_history if "eval_robust_accuracy" in h]
+    selection = len(history) * n_held_out * args.adv_eval_steps * args.adv_eval_restarts
+    spent, best = trainer.compute_spent, state.best_model_checkpoint
+    best_step = int(best.rsplit("-", 1)[1]) if best else None
+    # AdvTrainer logs each evaluation with the SHA-256 of the weights it measured: the row states the kept ones'.
+    best_sha = next((h.get("weights_sha256") for h in state.log_history
+                     if "eval_robust_accuracy" in h and h["step"] == best_step), None)
+    return {"steps": state.global_step, "epochs": round(state.global_step / steps_per_epoch, 3),
+            "attack_passes": int(spent["attack"]) + selection, "update_passes": int(spent["update"]),
+            "selection_passes": selection, "stopped_early": state.global_step < trainer.args.max_steps,
+            "best_step": best_step, "best_weights_sha256": best_sha, "best_held_out_robust_accuracy": state.best_metric,
+            "held_out_robust_accuracy": history, "n_held_out": n_held_out, "budget_epochs": spec["epochs"]}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -312,6 +367,7 @@ _COMMON = ("quick", "image_size", "n_train", "n_test", "batch_size", "epsilon", 
 _SETTING_DEFAULTS = {"train_resize": "torch", "in_chans": 3}
 _CLEAN = ("clean_epochs", "clean_lr")
 _AFT = _CLEAN + ("aft_lr", "lora_lr_factor", "aft_freeze_bn", "aft_epsilon_ramp")
+_EARLY_STOP = ("es_held_out", "es_eval_epochs", "es_eval_steps", "es_patience")
 
 
 def _settings_key(opts, key: str) -> dict:
@@ -319,6 +375,8 @@ def _settings_key(opts, key: str) -> dict:
     start = ROWS[key][1]
     names = _COMMON + (_CLEAN if key == "clean" else _AFT if start == "clean" else ("at_lr", "at_epsilon_ramp"))
     names += ("zero_head",)
+    if ROWS[key][3].get("early_stop"):
+        names += _EARLY_STOP
     # The AutoAttack sample size changes no training: a larger --autoattack_examples tops up AutoAttack, it retrains nothing
     return {name: getattr(opts, name) for name in names if name != "autoattack_examples"}
 
@@ -360,12 +418,12 @@ def run_row(key: str, seed: int, opts) -> dict:
         return {"key": key, "seed": seed, "label": spec["label"], "status": "not run",
                 "why": f"this hf_advft lacks {missing}", "study_settings": _settings_key(opts, key)}
     clean_path = os.path.join(opts.output_dir, f"clean_seed{seed}.pt")
-    x_tr, y_tr, x_te, y_te = load_data(opts, seed)
+    x_tr, y_tr, x_te, y_te, *held_out = load_data(opts, seed, opts.es_held_out if spec.get("early_stop") else 0)
     model = build_model(opts, pretrained=spec["start"] != "random", seed=seed)
     if spec["start"] == "clean":
         load_clean_state(model, clean_path)
     logger.info("row %s seed %d: training %.3g epochs", key, seed, spec["epochs"])
-    run = train(model, (x_tr, y_tr), opts, spec, seed)
+    run = train(model, (x_tr, y_tr), opts, spec, seed, held_out=held_out or None)
     if key == "clean":
         os.makedirs(opts.output_dir, exist_ok=True)
         torch.save(model.state_dict(), clean_path)
@@ -547,11 +605,17 @@ def _alive(pid_file: str) -> bool:
         return False
 
 
-def main(opts) -> dict:
+def apply_quick(opts) -> None:
+    """`--quick`: tiny settings for the bookkeeping smoke run (its numbers mean nothing)."""
     if opts.quick:
         opts.image_size, opts.n_train, opts.n_test, opts.batch_size = 32, 32, 8, 16
         opts.at_epochs, opts.clean_epochs, opts.train_steps = 1, 0.5, 2
         opts.autoattack_examples = min(opts.autoattack_examples, 8)
+        opts.es_held_out, opts.es_eval_epochs = min(opts.es_held_out, 8), min(opts.es_eval_epochs, 1)
+
+
+def main(opts) -> dict:
+    apply_quick(opts)
     for name, ext in (("json", "json"), ("plot", "png"), ("markdown", "md")):
         if getattr(opts, name) is None:
             setattr(opts, name, f"benchmarks/results/aft_study{'_quick' if opts.quick else ''}.{ext}")
@@ -590,7 +654,8 @@ def main(opts) -> dict:
                                                                                            time.gmtime()),
                            "hardware": hardware(opts.device), "load_average_at_start": load_at_start,
                            "torch": torch.__version__, "hf_advft_commit": _commit()})
-    report["settings"] = {name: getattr(opts, name) for name in _COMMON + _AFT + ("at_lr", "at_epsilon_ramp", "zero_head")}
+    report["settings"] = {name: getattr(opts, name) for name in _COMMON + _AFT + _EARLY_STOP
+                          + ("at_lr", "at_epsilon_ramp", "zero_head")}
     done = {(r["key"], r["seed"]) for r in report["rows"] if r["status"] == "done"}
     for key, seed in sorted(done):
         logger.info("row %s seed %d: already in %s, skipped", key, seed, opts.json)
@@ -661,6 +726,14 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--at_epsilon_ramp", type=float, default=0.3,
                    help="PGD-AT rows ramp eps linearly from eps/ramp to eps over this fraction of their steps (0: none).")
     p.add_argument("--weight_decay", type=float, default=0.01)
+    p.add_argument("--es_held_out", type=int, default=200,
+                   help="Early-stopping rows (*_es): held-out training-file images (never trained on) whose PGD "
+                        "accuracy picks the checkpoint.")
+    p.add_argument("--es_eval_epochs", type=float, default=3, help="Early-stopping rows: evaluate every this many epochs.")
+    p.add_argument("--es_eval_steps", type=int, default=3,
+                   help="Early-stopping rows: k of the held-out PGD-k (its passes count as attack passes).")
+    p.add_argument("--es_patience", type=int, default=3,
+                   help="Early-stopping rows: stop after this many evaluations without a better held-out accuracy.")
     p.add_argument("--autoattack_examples", type=int, default=200,
                    help="Test images of AutoAttack (the first of the same test set; issue 12 asks for >= 500: a re-run "
                         "with --autoattack_examples 500 tops the finished rows up without retraining, attacking only "

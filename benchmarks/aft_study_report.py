@@ -138,7 +138,12 @@ def to_markdown(report) -> str:
             continue
         aa = f"{r['autoattack_accuracy']:.3f} (n={r['n_autoattack']})" if r["autoattack_accuracy"] is not None \
             else "not run"
-        lines.append(f"| {r['label']} | {r['seed']} | {r['clean_accuracy']:.3f} | {r['pgd20_accuracy']:.3f} | {aa} | "
+        label = r["label"]
+        if r.get("best_step") is not None:  # robust early stopping: which epoch's weights, and where training stopped
+            per_epoch = r["steps"] / r["epochs"]
+            label += (f" (kept epoch {r['best_step'] / per_epoch:.3g}, stopped at {r['epochs']:.3g} of "
+                      f"{r['budget_epochs']:.3g}; incl. {r['selection_passes']:,} held-out PGD passes)")
+        lines.append(f"| {label} | {r['seed']} | {r['clean_accuracy']:.3f} | {r['pgd20_accuracy']:.3f} | {aa} | "
                      f"{r['attack_passes']:,} | {_total(r):,} | {r['train_seconds']:.0f} | {r['eval_seconds']:.0f} |")
     return "\n".join(lines)
 

@@ -42,6 +42,10 @@ ROWS = {
     "aft34_nfgsm": ("AFT 3/4, N-FGSM (k x epochs)", "clean", 3 / 4, {"adv_attack": "n_fgsm"}),
     "aft1_nfgsm": ("AFT 1x, N-FGSM (k x epochs)", "clean", 1.0, {"adv_attack": "n_fgsm"}),
     "aft2x_nfgsm": ("AFT 2x, N-FGSM (k x epochs)", "clean", 2.0, {"adv_attack": "n_fgsm"}),
+    # robust early stopping (Rice et al. 2020): PGD accuracy on held-out training images every --es_eval_epochs, the
+    # best checkpoint kept, stopped after --es_patience evaluations without a better one (the budget is a ceiling)
+    "aft2x_nfgsm_es": ("AFT 2x, N-FGSM, robust early stopping", "clean", 2.0,
+                       {"adv_attack": "n_fgsm", "early_stop": True}),
     # (a)'s budget curve: is A where PGD-AT from random init plateaus? (with a_short8 and a_short: 1/8 to 8x)
     "a_half": ("(a/2) PGD-AT from random init, 1/2 budget", "random", 1 / 2, {"at": True}),
     "a_long": ("(a2x) PGD-AT from random init, 2x budget", "random", 2.0, {"at": True}),
@@ -71,6 +75,7 @@ def row_spec(key: str, opts) -> dict:
                 "train_args": {"learning_rate": opts.clean_lr, "optim": "adamw_torch", "lr_scheduler_type": "cosine",
                                "warmup_steps": 0.1, "weight_decay": opts.weight_decay}}
     at = tech.pop("at", False)
+    early_stop = tech.pop("early_stop", False)
     lora = tech.pop("lora", False)
     lr_factor = tech.pop("lr_factor", 1.0)
     attack = tech.get("adv_attack", "pgd")
@@ -93,8 +98,10 @@ def row_spec(key: str, opts) -> dict:
         (train_args if name == "lr_scheduler_type" else adv_args)[name] = value
     if attack in SINGLE_STEP:
         adv_args.pop("adv_step_size")  # the attack sets its own step (1.25 eps for FGSM-RS, eps for N-FGSM)
+    if early_stop:  # the held-out images are attacked by AdvTrainer's eval PGD (adv_eval_steps)
+        adv_args["adv_eval_steps"] = opts.es_eval_steps
     return {"key": key, "label": label, "start": start, "adversarial": True, "epochs": epochs, "fraction": fraction,
-            "lora": lora, "train_args": train_args, "adv_args": adv_args}
+            "lora": lora, "early_stop": early_stop, "train_args": train_args, "adv_args": adv_args}
 
 
 def missing_options(spec: dict) -> list[str]:

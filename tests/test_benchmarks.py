@@ -280,6 +280,47 @@ def test_aft_study_plot_gives_each_row_one_style_on_every_seed():
     assert {k for k, (color, _) in styles.items() if color == "black"} == random_init
 
 
+def test_aft_study_early_stopping_row_keeps_the_best_held_out_checkpoint(tmp_path, monkeypatch):
+    """The *_es rows: held-out images disjoint from the training images pick the checkpoint; training stops after
+    --es_patience evaluations without a better one; the model ends with the best evaluation's weights; the held-out
+    PGD's passes are added to the attack passes."""
+    from hf_advft import AdvTrainer
+    from hf_advft.weights_hash import model_weights_sha256
+
+    study = _load("aft_study")
+    write_fashion_mnist(tmp_path, n_train=60, n_test=20)
+    opts = study.make_parser().parse_args(["--quick", "--data_dir", str(tmp_path), "--weights_dir",
+                                           str(tmp_path / "no_weights"), "--output_dir", str(tmp_path / "run"),
+                                           "--es_patience", "2"])
+    study.apply_quick(opts)
+    tr, _, val = study.subset_indices(opts, 0, 60, 20, n_val=opts.es_held_out)
+    assert len(val) == opts.es_held_out == 8 and not set(tr.tolist()) & set(val.tolist())
+    x_tr, y_tr, _, _, x_val, y_val = study.load_data(opts, 0, opts.es_held_out)
+    assert x_val.shape == (8, 1, 32, 32) and len(x_tr) == opts.n_train
+    spec = study.row_spec("aft2x_nfgsm_es", opts)
+    assert spec["early_stop"] and spec["adv_args"]["adv_eval_steps"] == opts.es_eval_steps
+    spec["epochs"] = 8  # 16 steps, evaluated every epoch (2 steps)
+    robust = iter([0.3, 0.8, 0.5, 0.4, 0.9, 0.9, 0.9, 0.9])  # the peak at step 4; two worse evaluations: stop at 8
+    monkeypatch.setattr(AdvTrainer, "_robust_accuracy", lambda self, dataloader: (next(robust), 8))
+    model = study.build_model(opts, pretrained=False, seed=0)
+    run = study.train(model, (x_tr, y_tr), opts, spec, 0, held_out=(x_val, y_val))
+    assert run["stopped_early"] and run["steps"] == 8 and run["epochs"] == 4 and run["budget_epochs"] == 8
+    assert [list(h) for h in run["held_out_robust_accuracy"]] == [[2, 0.3], [4, 0.8], [6, 0.5], [8, 0.4]]
+    assert run["best_step"] == 4 and run["best_held_out_robust_accuracy"] == 0.8
+    assert run["best_weights_sha256"] == model_weights_sha256(model)  # the model holds the step-4 weights
+    selection = 4 * 8 * opts.es_eval_steps  # four evaluations of PGD-k on 8 held-out images
+    assert run["selection_passes"] == selection
+    assert run["attack_passes"] == 8 * opts.batch_size + selection and run["update_passes"] == 8 * opts.batch_size
+    assert not (tmp_path / "run" / "run_aft2x_nfgsm_es_seed0").exists()  # its checkpoints are removed
+    row = {"key": "aft2x_nfgsm_es", "seed": 0, "label": "ES", "status": "done", **run, "clean_accuracy": 0.5,
+           "pgd20_accuracy": 0.3, "autoattack_accuracy": None, "eval_seconds": 1.0}
+    assert f"| ES (kept epoch 2, stopped at 4 of 8; incl. {selection} held-out PGD passes) | 0 | 0.500 |" in \
+        study.to_markdown({"rows": [row]})
+    # A finished early-stopping row is kept on a re-run only under the same early-stopping settings.
+    assert study._settings_key(opts, "aft2x_nfgsm_es")["es_patience"] == 2
+    assert "es_patience" not in study._settings_key(opts, "aft2x_nfgsm")
+
+
 @pytest.mark.slow
 def test_aft_study_quick_bookkeeping_and_resume(tmp_path):
     """benchmarks/aft_study.py --quick on fake Fashion-MNIST files: passes, totals, partial JSON, resume, outputs."""
