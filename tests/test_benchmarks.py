@@ -280,6 +280,7 @@ def test_aft_study_plot_gives_each_row_one_style_on_every_seed():
     assert {k for k, (color, _) in styles.items() if color == "black"} == random_init
 
 
+@pytest.mark.slow
 def test_aft_study_early_stopping_row_keeps_the_best_held_out_checkpoint(tmp_path, monkeypatch):
     """The *_es rows: held-out images disjoint from the training images pick the checkpoint; training stops after
     --es_patience evaluations without a better one; the model ends with the best evaluation's weights; the held-out
@@ -319,6 +320,16 @@ def test_aft_study_early_stopping_row_keeps_the_best_held_out_checkpoint(tmp_pat
     # A finished early-stopping row is kept on a re-run only under the same early-stopping settings.
     assert study._settings_key(opts, "aft2x_nfgsm_es")["es_patience"] == 2
     assert "es_patience" not in study._settings_key(opts, "aft2x_nfgsm")
+    # Through the script: the row's held-out images are loaded, its record and table line written.
+    monkeypatch.undo()
+    argv = ["--quick", "--rows", "clean,aft2x_nfgsm_es", "--jobs", "1", "--data_dir", str(tmp_path), "--weights_dir",
+            str(tmp_path / "no_weights"), "--output_dir", str(tmp_path / "run"), "--json", str(tmp_path / "s.json"),
+            "--plot", str(tmp_path / "s.png"), "--markdown", str(tmp_path / "s.md"), "--autoattack_rows", "none"]
+    study.main(study.make_parser().parse_args(argv))
+    es = json.loads((tmp_path / "s.json").read_text())["rows"][-1]
+    assert es["key"] == "aft2x_nfgsm_es" and es["status"] == "done" and es["n_held_out"] == 8
+    assert es["selection_passes"] == len(es["held_out_robust_accuracy"]) * 8 * es["settings"]["adv_eval_steps"] > 0
+    assert es["study_settings"]["es_held_out"] == 8 and "(kept epoch" in (tmp_path / "s.md").read_text()
 
 
 @pytest.mark.slow
