@@ -99,8 +99,7 @@ LONGER_BASELINES = (("a_long", "verdict_2x", "(a2x)", "twice"), ("a_long4", "ver
 def judge(report) -> list[str]:
     """Set `report["verdict"]` (against (a)) and, for each longer PGD-AT baseline that ran (`LONGER_BASELINES`: two, four
     and eight times (a)'s budget), `report["verdict_2x"]` / `"verdict_4x"` / `"verdict_8x"` (against it: had (a)
-    plateaued?);
-    return their texts."""
+    plateaued?); return their texts."""
     report["verdict"] = verdict(report["rows"])
     keys = ["verdict"]
     for base, field, name, times in LONGER_BASELINES:
