@@ -46,6 +46,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 
@@ -262,8 +263,6 @@ def train(model, data, opts, spec: dict, seed: int, held_out=None) -> dict:
            "adv_train_accuracy": train_log[-1].get("adv_train_accuracy") if train_log else None}
     if early_stop:
         run.update(early_stopping_record(trainer, spec, steps_per_epoch, len(held_out[1])))
-        import shutil
-
         shutil.rmtree(args.output_dir, ignore_errors=True)  # its checkpoints: the best one's weights are in `model`
     return run
 
@@ -282,7 +281,7 @@ def early_stopping_record(trainer, spec: dict, steps_per_epoch: int, n_held_out:
                      if "eval_robust_accuracy" in h and h["step"] == best_step), None)
     return {"steps": state.global_step, "epochs": round(state.global_step / steps_per_epoch, 3),
             "attack_passes": int(spent["attack"]) + selection, "update_passes": int(spent["update"]),
-            "selection_passes": selection, "stopped_early": state.global_step < trainer.args.max_steps,
+            "selection_passes": selection, "stopped_early": state.global_step < args.max_steps,
             "best_step": best_step, "best_weights_sha256": best_sha, "best_held_out_robust_accuracy": state.best_metric,
             "held_out_robust_accuracy": history, "n_held_out": n_held_out, "budget_epochs": spec["epochs"]}
 

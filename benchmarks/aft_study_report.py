@@ -192,7 +192,7 @@ def plot(report, opts) -> str | None:
         ax.axhline(_robust(a), color="gray", ls="--", lw=1)
         ax.axvline(a["attack_passes"] / 4, color="gray", ls=":", lw=1)
     ax.set_xscale("log")
-    ax.set_xlabel("adversarial forward+backward passes (training attack)")
+    ax.set_xlabel("adversarial forward+backward passes (training attack; *_es rows: + held-out attack)")
     components = " + ".join(c.upper() for c in str(opts.autoattack_components).split(","))
     ax.set_ylabel(f"AutoAttack ({components}) accuracy, L-inf eps={opts.epsilon:g}\n"
                   "(hollow: PGD-20, where AutoAttack did not run)")
