@@ -155,12 +155,13 @@ def _from_random_init(key: str) -> bool:
 
 def plot_styles(keys) -> dict:
     """`{key: (color, marker)}`, one style per row, the same on every seed (one legend entry each): PGD-AT from random
-    init in black, the other rows in 10 colors x 15 markers, a distinct pair for each of up to 30 rows."""
+    init in black, the other rows in 10 colors x 15 markers, a distinct pair for each of up to 150 rows (row i gets
+    color i mod 10 and marker (11 (i div 10) + i mod 10) mod 15: 11 is prime to 15, so no pair repeats)."""
     markers = "osD^v<>pPhX*dH8"
     baselines = [k for k in keys if _from_random_init(k)]
     others = [k for k in keys if k not in baselines]
     style = {k: ("black", markers[i % len(markers)]) for i, k in enumerate(baselines)}
-    style.update({k: (f"C{i % 10}", markers[i % len(markers)]) for i, k in enumerate(others)})
+    style.update({k: (f"C{i % 10}", markers[(11 * (i // 10) + i % 10) % len(markers)]) for i, k in enumerate(others)})
     return style
 
 
