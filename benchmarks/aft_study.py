@@ -66,6 +66,7 @@ from transformers import PrinterCallback, Trainer, TrainingArguments  # noqa: E4
 from transformers.modeling_outputs import ImageClassifierOutput  # noqa: E402
 
 from hf_advft import AdvTrainer, AdvTrainingArguments  # noqa: E402
+from hf_advft.weights_hash import model_weights_sha256, tensors_sha256  # noqa: E402
 
 
 logger = logging.getLogger("aft_study")
@@ -139,6 +140,34 @@ def load_clean_state(model: GrayLite0, path: str) -> None:
     if state["mean"].shape[1] == 3 and model.mean.shape[1] == 1:
         state = gray_state(state, path)
     model.load_state_dict(state)
+
+
+def saved_sha256(path: str) -> str:
+    """The weights hash (`hf_advft.weights_hash`) of a state dict saved with `torch.save`."""
+    return tensors_sha256(torch.load(path, weights_only=True).values())
+
+
+def clean_model_problem(opts, seed: int) -> str | None:
+    """Why the saved clean model of `seed` in `--output_dir` must not start this study's AFT rows, or None.
+
+    Its `.json` records the settings it was trained with and its weights hash: other settings (e.g. another
+    `--image_size` or `--clean_lr` into the same `--output_dir`), or weights changed since, are refused rather than
+    fine-tuned from silently. A clean model saved before these were recorded is used with a warning."""
+    path = os.path.join(opts.output_dir, f"clean_seed{seed}.pt")
+    with open(path + ".json") as f:
+        saved = json.load(f)
+    if "study_settings" not in saved:
+        logger.warning("%s records no settings (saved by an older aft_study.py): used unverified.", path)
+        return None
+    stored, now = {**_SETTING_DEFAULTS, **saved["study_settings"]}, _settings_key(opts, "clean")
+    differ = {name: (stored.get(name), value) for name, value in now.items() if stored.get(name) != value}
+    if differ:
+        return (f"{path} was trained with other settings ({', '.join(f'{n}: {a!r} there, {b!r} now' for n, (a, b) in differ.items())}); "
+                f"give another --output_dir, or add the clean row to --rows to retrain it there (replacing it).")
+    if saved_sha256(path) != saved["weights_sha256"]:
+        return (f"{path} is not the clean model its .json describes (weights hash differs): it was replaced or "
+                f"changed; add the clean row to --rows to retrain it.")
+    return None
 
 
 def ensure_weights(opts) -> None:
@@ -420,16 +449,20 @@ def run_row(key: str, seed: int, opts) -> dict:
     x_tr, y_tr, x_te, y_te, *held_out = load_data(opts, seed, opts.es_held_out if spec.get("early_stop") else 0)
     model = build_model(opts, pretrained=spec["start"] != "random", seed=seed)
     if spec["start"] == "clean":
+        problem = clean_model_problem(opts, seed)
+        if problem:
+            raise SystemExit(f"row {key} seed {seed}: {problem}")
         load_clean_state(model, clean_path)
     logger.info("row %s seed %d: training %.3g epochs", key, seed, spec["epochs"])
     run = train(model, (x_tr, y_tr), opts, spec, seed, held_out=held_out or None)
+    sha = model_weights_sha256(model)
     if key == "clean":
         os.makedirs(opts.output_dir, exist_ok=True)
         torch.save(model.state_dict(), clean_path)
-        with open(clean_path + ".json", "w") as f:
-            json.dump(run, f)
+        with open(clean_path + ".json", "w") as f:  # binds the AFT rows' start to these settings and weights
+            json.dump({**run, "study_settings": _settings_key(opts, key), "weights_sha256": sha}, f)
     torch.save(model.state_dict(), _model_path(opts, key, seed))  # for a later AutoAttack (`best N` rows)
-    row = {"key": key, "seed": seed, "label": spec["label"], "status": "done", **run,
+    row = {"key": key, "seed": seed, "label": spec["label"], "status": "done", **run, "weights_sha256": sha,
            **evaluate(model, x_te, y_te, opts), "settings": {**spec.get("train_args", {}), **spec.get("adv_args", {})},
            "study_settings": _settings_key(opts, key)}
     if spec["start"] == "clean":  # the clean fine-tuning is part of an AFT row's total compute
@@ -449,12 +482,16 @@ def _model_path(opts, key: str, seed: int) -> str:
     return os.path.join(opts.output_dir, f"model_{key}_seed{seed}.pt")
 
 
-def autoattack_row(key: str, seed: int, opts, offset: int = 0) -> dict:
+def autoattack_row(key: str, seed: int, opts, offset: int = 0, weights_sha256: str | None = None) -> dict:
     """AutoAttack on the saved model of a finished row, test images `offset` on: its AutoAttack fields (one part)."""
     spec = row_spec(key, opts)
     _, _, x_te, y_te = load_data(opts, seed)
     model = build_model(opts, pretrained=False, seed=seed)
     model.load_state_dict(torch.load(_model_path(opts, key, seed), weights_only=True))
+    if weights_sha256 is not None and model_weights_sha256(model) != weights_sha256:
+        raise SystemExit(f"{_model_path(opts, key, seed)} is not the model row {key} seed {seed} measured (weights "
+                         f"hash differs: another run wrote it since); AutoAttack would attack other weights. Re-run the "
+                         f"row (--fresh, or delete it from --json) or give the --output_dir it was trained in.")
     return evaluate_autoattack(model, x_te, y_te, opts, offset) | {"key": key, "seed": seed, "label": spec["label"]}
 
 
@@ -485,15 +522,30 @@ def best_rows(rows, n: int) -> list[tuple[str, int]]:
     return [(r["key"], r["seed"]) for r in aft if r["key"] in keys]
 
 
-def _launch(flag: str, job: str, out: str):
-    """This script again, as a one-job worker (`--worker KEY:SEED` trains a row, `--worker_aa KEY:SEED:OFFSET` attacks
-    one from test image OFFSET on) logging to `out`.log."""
+def _launch(opts, flag: str, job: str, out: str):
+    """This script again, as a one-job worker (`--worker KEY:SEED` trains a row, `--worker_aa KEY:SEED:OFFSET:SHA` attacks
+    one from test image OFFSET on, refusing a saved model whose weights hash is not SHA) logging to `out`.log."""
     import subprocess
 
     with open(out + ".log", "w") as log:
-        return subprocess.Popen([sys.executable, os.path.abspath(__file__), *sys.argv[1:], "--jobs", "1", flag,
+        return subprocess.Popen([sys.executable, os.path.abspath(__file__), *_options_argv(opts), "--jobs", "1", flag,
                                  job, "--worker_out", out + ".json"], stdout=log, stderr=subprocess.STDOUT,
                                 env=os.environ)
+
+
+def _options_argv(opts) -> list[str]:
+    """The command-line flags that give `opts` (so a worker gets the options `main` was called with, from the command
+    line or from Python alike); the worker-only flags and `--jobs` are left to the caller."""
+    argv = []
+    for action in make_parser()._actions:
+        if not action.option_strings or action.dest in ("help", "jobs", "worker", "worker_aa", "worker_out"):
+            continue
+        value = getattr(opts, action.dest, action.default)
+        if isinstance(action, argparse._StoreTrueAction):
+            argv += [action.option_strings[0]] if value else []
+        elif value is not None:
+            argv += [action.option_strings[0], str(value)]
+    return argv
 
 
 def _autoattack_phase(report, opts) -> None:
@@ -506,7 +558,7 @@ def _autoattack_phase(report, opts) -> None:
     if opts.jobs <= 1:
         for key, seed in todo:
             row = row_of(key, seed)
-            part = autoattack_row(key, seed, opts, _autoattack_offset(row, opts))
+            part = autoattack_row(key, seed, opts, _autoattack_offset(row, opts), row.get("weights_sha256"))
             row.update(merge_autoattack(row, {k: v for k, v in part.items() if k not in ("key", "seed", "label")}))
             _record(report, opts, row)
         return
@@ -515,8 +567,9 @@ def _autoattack_phase(report, opts) -> None:
         while todo and len(running) < opts.jobs:
             key, seed = todo.pop(0)
             out = os.path.join(opts.output_dir, f"aa_{key}_seed{seed}")
-            job = f"{key}:{seed}:{_autoattack_offset(row_of(key, seed), opts)}"
-            running[(key, seed)] = (_launch("--worker_aa", job, out), out)
+            row = row_of(key, seed)
+            job = f"{key}:{seed}:{_autoattack_offset(row, opts)}:{row.get('weights_sha256') or ''}"
+            running[(key, seed)] = (_launch(opts, "--worker_aa", job, out), out)
         time.sleep(opts.poll_seconds)
         for (key, seed), (proc, out) in list(running.items()):
             if proc.poll() is None:
@@ -542,6 +595,10 @@ def _run_all(pending, report, opts) -> None:
     for key, seed in list(pending):  # an AFT row whose clean model is missing needs the clean row first
         if not ready(key, seed) and ("clean", seed) not in pending:
             pending.insert(0, ("clean", seed))
+    for seed in {s for k, s in pending if ROWS[k][1] == "clean"} - {s for k, s in pending if k == "clean"}:
+        problem = clean_model_problem(opts, seed)  # refused before any row trains, not row by row
+        if problem:
+            raise SystemExit(problem)
     if opts.jobs <= 1:
         for key, seed in pending:
             _record(report, opts, run_row(key, seed, opts))
@@ -564,7 +621,7 @@ def _run_all(pending, report, opts) -> None:
             if ready(key, seed):
                 pending.remove((key, seed))
                 out = os.path.join(opts.output_dir, f"row_{key}_seed{seed}")
-                running[(key, seed)] = (_launch("--worker", f"{key}:{seed}", out), out)
+                running[(key, seed)] = (_launch(opts, "--worker", f"{key}:{seed}", out), out)
         if not running and pending:  # nothing can start: the clean row failed
             for key, seed in pending:
                 _record(report, opts, {"key": key, "seed": seed, "label": ROWS[key][0], "status": "not run",
@@ -628,8 +685,8 @@ def main(opts) -> dict:
     logging.getLogger("transformers").setLevel(logging.ERROR)
     torch.set_num_threads(opts.threads)
     if opts.worker_aa:  # AutoAttack on one finished row's saved model, in a worker process
-        key, seed, offset = opts.worker_aa.split(":")
-        row = autoattack_row(key, int(seed), opts, int(offset))
+        key, seed, offset, sha = opts.worker_aa.split(":")
+        row = autoattack_row(key, int(seed), opts, int(offset), sha or None)
         with open(opts.worker_out, "w") as f:
             json.dump(row, f)
         return row
@@ -746,7 +803,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=2, help="Rows trained at once, each in its own process.")
     p.add_argument("--poll_seconds", type=float, default=5.0, help=argparse.SUPPRESS)
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # KEY:SEED, set by --jobs
-    p.add_argument("--worker_aa", default=None, help=argparse.SUPPRESS)  # KEY:SEED:OFFSET, set by the AutoAttack phase
+    p.add_argument("--worker_aa", default=None, help=argparse.SUPPRESS)  # KEY:SEED:OFFSET:SHA, set by the AutoAttack phase
     p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None)

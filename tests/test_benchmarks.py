@@ -434,6 +434,27 @@ def test_aft_study_quick_bookkeeping_and_resume(tmp_path):
         assert parts[0]["accuracy"] == rows[key]["autoattack_accuracy"]
         assert topped[key]["autoattack_accuracy"] == pytest.approx((parts[0]["accuracy"] + parts[1]["accuracy"]) / 2)
     assert all(topped[k]["train_seconds"] == rows[k]["train_seconds"] for k in rows)
+    # Numbers bound to weights: each row records the hash of the model it measured and saved; AutoAttack refuses a
+    # saved model whose hash is not the row's, and AFT rows refuse a clean model of other settings or changed weights.
+    run_dir = tmp_path / "run"
+    for key in rows:
+        assert rows[key]["weights_sha256"] == study.saved_sha256(str(run_dir / f"model_{key}_seed0.pt"))
+    assert rows["clean"]["weights_sha256"] == study.saved_sha256(str(run_dir / "clean_seed0.pt"))
+    with pytest.raises(SystemExit, match="weights hash differs"):
+        study.autoattack_row("a", 0, opts, 0, rows["aft4_ssfd"]["weights_sha256"])
+    other = ["--json", str(tmp_path / "other.json"), "--plot", str(tmp_path / "other.png"), "--markdown",
+             str(tmp_path / "other.md")]
+    aft_only = [*argv[:2], "aft4_ssfd", *argv[3:], *other]
+    with pytest.raises(SystemExit, match=r"clean_lr: 0.001 there, 0.002 now.*another --output_dir"):
+        study.main(study.make_parser().parse_args([*aft_only, "--clean_lr", "2e-3"]))
+    clean_pt = run_dir / "clean_seed0.pt"
+    original = clean_pt.read_bytes()
+    state = torch.load(clean_pt, weights_only=True)
+    torch.save({k: v + 1 if v.is_floating_point() else v for k, v in state.items()}, clean_pt)
+    with pytest.raises(SystemExit, match="not the clean model its .json describes"):
+        study.main(study.make_parser().parse_args(aft_only))
+    clean_pt.write_bytes(original)
+    assert not (tmp_path / "other.json").exists()  # refused before any row trained
     # aft_study_threat.py: the saved models again, under the gray attack (the study's own numbers, exactly) and the
     # per-channel one of the command line (the same clean accuracy: equal channels are the same input).
     threat = _load("aft_study_threat")
@@ -566,3 +587,26 @@ def test_step_phases_quick_bookkeeping(tmp_path):
         adv = saved["every_step_s"]["AdvTrainer"]
         assert sum(adv[p][i] for p in phases.PHASES[:4]) <= adv["whole step"][i]
     assert phases.to_markdown(report["median_s"]).count("\n") == len(phases.PHASES) + 1
+
+
+@pytest.mark.slow
+def test_aft_study_worker_processes_bind_autoattack_to_the_trained_weights(tmp_path):
+    """`--jobs 2`: rows train in worker processes and AutoAttack runs in others (`--worker_aa KEY:SEED:OFFSET:SHA`)
+    on the saved models; a worker refuses a saved model whose weights hash is not the row's."""
+    study = _load("aft_study")
+    write_fashion_mnist(tmp_path, n_train=40, n_test=20)
+    argv = ["--quick", "--rows", "clean,aft4_ssfd", "--jobs", "2", "--poll_seconds", "0.2", "--data_dir", str(tmp_path),
+            "--weights_dir", str(tmp_path / "no_weights"), "--output_dir", str(tmp_path / "run"), "--json",
+            str(tmp_path / "s.json"), "--plot", str(tmp_path / "s.png"), "--markdown", str(tmp_path / "s.md"),
+            "--autoattack_rows", "aft4_ssfd", "--autoattack_examples", "4"]
+    study.main(study.make_parser().parse_args(argv))
+    rows = {r["key"]: r for r in json.loads((tmp_path / "s.json").read_text())["rows"]}
+    aft = rows["aft4_ssfd"]
+    assert aft["status"] == "done" and aft["n_autoattack"] == 4 and list(aft["autoattack_trace"]) == ["apgd-ce", "apgd-t"]
+    assert aft["weights_sha256"] == study.saved_sha256(str(tmp_path / "run" / "model_aft4_ssfd_seed0.pt"))
+    # Another run's weights in the row's file: the top-up's worker refuses them, and the row keeps its 4 images.
+    torch.save(torch.load(tmp_path / "run" / "model_clean_seed0.pt", weights_only=True),
+               tmp_path / "run" / "model_aft4_ssfd_seed0.pt")
+    study.main(study.make_parser().parse_args([*argv[:-1], "8"]))
+    assert {r["key"]: r for r in json.loads((tmp_path / "s.json").read_text())["rows"]}["aft4_ssfd"]["n_autoattack"] == 4
+    assert "weights hash differs" in (tmp_path / "run" / "aa_aft4_ssfd_seed0.log").read_text()
