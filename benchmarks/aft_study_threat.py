@@ -139,7 +139,8 @@ def main(opts) -> dict:
         for key in [k.strip() for k in opts.rows.split(",") if k.strip()]:
             model = aft_study.build_model(study, pretrained=False, seed=seed)
             model.load_state_dict(torch.load(aft_study._model_path(study, key, seed), weights_only=True))
-            row = {"key": key, "seed": seed, "n": len(y)}
+            # the hash of the weights measured: the study's row of the same key and seed records the same one
+            row = {"key": key, "seed": seed, "n": len(y), "weights_sha256": aft_study.model_weights_sha256(model)}
             for name, net, inputs in (("gray", model, x), ("per_channel", PerChannel(model), x.expand(-1, 3, -1, -1))):
                 start = time.perf_counter()
                 res = evaluate_robustness(net, (inputs.contiguous(), y), epsilon=study.epsilon, attacks=("pgd",),

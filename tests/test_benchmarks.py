@@ -465,6 +465,7 @@ def test_aft_study_quick_bookkeeping_and_resume(tmp_path):
     for r in report["rows"]:
         assert r["gray_clean_accuracy"] == rows[r["key"]]["clean_accuracy"] == r["per_channel_clean_accuracy"]
         assert r["gray_pgd20_accuracy"] == rows[r["key"]]["pgd20_accuracy"]
+        assert r["weights_sha256"] == rows[r["key"]]["weights_sha256"]
         assert 0 <= r["per_channel_pgd20_accuracy"] <= r["per_channel_clean_accuracy"]
     assert json.loads((tmp_path / "threat.json").read_text())["rows"] == report["rows"]
     # --checkpoints: a saved 1-channel timm checkpoint (as `--in_chans 1` saves it), with the study's evaluation on the
