@@ -29,7 +29,10 @@ too, most robust first)
 AutoAttack (APGD-CE + APGD-T) accuracy, all through `hf_advft.evaluation.evaluate_robustness`; adversarial and total forward+backward passes
 (AdvTrainer's own count; the AFT rows carry the clean fine-tuning's passes in their total) and wall time. Results are written after each row
 (`--json`); a re-run with the same settings skips the rows already there (`--fresh` starts over), so a crash or a
-deadline loses no finished row. Then a markdown table, the verdict and a plot of AutoAttack accuracy against adversarial
+deadline loses no finished row. Each row records the weights hash of the model it measured; AutoAttack from a saved
+model and an AFT row's start from the saved clean model refuse other weights or settings. `--repeat N` re-draws the
+training of the same seeds (seed + 1000 N for batch order and attack noise) to measure the run-to-run spread, as its
+own study (own `--output_dir` and `--json`). Then a markdown table, the verdict and a plot of AutoAttack accuracy against adversarial
 passes, one marker per row.
 
     apt-get install -y dataset-fashion-mnist      # Fashion-MNIST, offline (the script says so when it is missing)
@@ -247,8 +250,8 @@ def train(model, data, opts, spec: dict, seed: int, held_out=None) -> dict:
     max_steps = max(1, round(spec["epochs"] * steps_per_epoch))
     common = dict(output_dir=os.path.join(opts.output_dir, "run"), max_steps=max_steps,
                   per_device_train_batch_size=opts.batch_size, logging_strategy="steps", logging_steps=max_steps,
-                  save_strategy="no", report_to="none", disable_tqdm=True, seed=seed, use_cpu=opts.device == "cpu",
-                  dataloader_num_workers=0, remove_unused_columns=False)
+                  save_strategy="no", report_to="none", disable_tqdm=True, seed=seed + 1000 * opts.repeat,
+                  use_cpu=opts.device == "cpu", dataloader_num_workers=0, remove_unused_columns=False)
     early_stop, callbacks, eval_dataset = spec.get("early_stop"), [], None
     if early_stop:
         from transformers import EarlyStoppingCallback
@@ -390,9 +393,9 @@ def autoattack_settings(opts) -> dict:
 # --------------------------------------------------------------------------------------------------------------------
 # The study
 _COMMON = ("quick", "image_size", "n_train", "n_test", "batch_size", "epsilon", "train_steps", "at_epochs",
-           "weight_decay", "autoattack_examples", "autoattack_components", "train_resize", "in_chans")
+           "weight_decay", "autoattack_examples", "autoattack_components", "train_resize", "in_chans", "repeat")
 # Settings added after rows were recorded: a stored row without one was trained with its value here.
-_SETTING_DEFAULTS = {"train_resize": "torch", "in_chans": 3}
+_SETTING_DEFAULTS = {"train_resize": "torch", "in_chans": 3, "repeat": 0}
 _CLEAN = ("clean_epochs", "clean_lr")
 _AFT = _CLEAN + ("aft_lr", "lora_lr_factor", "aft_freeze_bn", "aft_epsilon_ramp")
 _EARLY_STOP = ("es_held_out", "es_eval_epochs", "es_eval_steps", "es_patience")
@@ -751,6 +754,11 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", default=None, help=f"Comma-separated row keys, run in this order. Default: "
                                                 f"{','.join(DEFAULT_ROWS)}. All: {','.join(ROWS)}.")
     p.add_argument("--seeds", default="0", help="Comma-separated seeds (weights init, data subset, attack noise).")
+    p.add_argument("--repeat", type=int, default=0,
+                   help="A repeat of the same seeds: the training's random draws (batch order, attack noise) come from "
+                        "seed + 1000 x REPEAT, the data subset, random init and test images stay the seed's; it "
+                        "measures the run-to-run spread. A repeat is its own study: give it its own --output_dir "
+                        "and --json.")
     p.add_argument("--quick", action="store_true", help="Tiny bookkeeping smoke run (seconds; numbers meaningless).")
     p.add_argument("--fresh", action="store_true", help="Ignore the rows already in --json.")
     p.add_argument("--data_dir", default="/usr/share/datasets/fashion-mnist")

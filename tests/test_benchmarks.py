@@ -611,3 +611,31 @@ def test_aft_study_worker_processes_bind_autoattack_to_the_trained_weights(tmp_p
     study.main(study.make_parser().parse_args([*argv[:-1], "8"]))
     assert {r["key"]: r for r in json.loads((tmp_path / "s.json").read_text())["rows"]}["aft4_ssfd"]["n_autoattack"] == 4
     assert "weights hash differs" in (tmp_path / "run" / "aa_aft4_ssfd_seed0.log").read_text()
+
+
+@pytest.mark.slow
+def test_aft_study_repeat_redraws_the_training_only(tmp_path):
+    """`--repeat 1`: the same seed's data, init and test images, other training draws (so other weights); being its own
+    study, it refuses to start AFT rows from the clean model of `--repeat 0`."""
+    study = _load("aft_study")
+    write_fashion_mnist(tmp_path, n_train=40, n_test=20)
+
+    def argv(rows, repeat, run):
+        return ["--quick", "--rows", rows, "--repeat", str(repeat), "--jobs", "1", "--data_dir", str(tmp_path),
+                "--weights_dir", str(tmp_path / "no_weights"), "--output_dir", str(tmp_path / run), "--json",
+                str(tmp_path / f"{rows}{repeat}.json"), "--plot", str(tmp_path / "r.png"), "--markdown",
+                str(tmp_path / "r.md"), "--autoattack_rows", "none"]
+
+    hashes = {}
+    for repeat in (0, 1):
+        study.main(study.make_parser().parse_args(argv("clean", repeat, f"run{repeat}")))
+        (row,) = json.loads((tmp_path / f"clean{repeat}.json").read_text())["rows"]
+        assert row["status"] == "done" and row["study_settings"]["repeat"] == repeat
+        hashes[repeat] = row["weights_sha256"]
+    assert hashes[0] != hashes[1]
+    opts = [study.make_parser().parse_args(argv("clean", repeat, "x")) for repeat in (0, 1)]
+    for o in opts:
+        study.apply_quick(o)
+    assert all(torch.equal(a, b) for a, b in zip(study.load_data(opts[0], 0), study.load_data(opts[1], 0)))
+    with pytest.raises(SystemExit, match="repeat: 0 there, 1 now"):
+        study.main(study.make_parser().parse_args(argv("aft4_ssfd", 1, "run0")))
