@@ -157,6 +157,8 @@ def clean_model_problem(opts, seed: int) -> str | None:
     `--image_size` or `--clean_lr` into the same `--output_dir`), or weights changed since, are refused rather than
     fine-tuned from silently. A clean model saved before these were recorded is used with a warning."""
     path = os.path.join(opts.output_dir, f"clean_seed{seed}.pt")
+    if not os.path.isfile(path + ".json"):
+        return f"{path} has no {path}.json (its passes, settings and weights hash): add the clean row to --rows."
     with open(path + ".json") as f:
         saved = json.load(f)
     if "study_settings" not in saved:

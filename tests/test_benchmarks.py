@@ -454,6 +454,11 @@ def test_aft_study_quick_bookkeeping_and_resume(tmp_path):
     with pytest.raises(SystemExit, match="not the clean model its .json describes"):
         study.main(study.make_parser().parse_args(aft_only))
     clean_pt.write_bytes(original)
+    record = run_dir / "clean_seed0.pt.json"
+    record.rename(run_dir / "aside.json")
+    with pytest.raises(SystemExit, match="has no .*add the clean row"):
+        study.main(study.make_parser().parse_args(aft_only))
+    (run_dir / "aside.json").rename(record)
     assert not (tmp_path / "other.json").exists()  # refused before any row trained
     # aft_study_threat.py: the saved models again, under the gray attack (the study's own numbers, exactly) and the
     # per-channel one of the command line (the same clean accuracy: equal channels are the same input).
