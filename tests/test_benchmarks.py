@@ -266,6 +266,25 @@ def test_run_summary_of_the_gpu_scripts_fails_on_a_non_finite_loss(tmp_path, cap
     assert json.loads(capsys.readouterr().out)["losses_finite"] is False
 
 
+def test_aft_study_budget_table_puts_each_technique_over_its_budgets():
+    """One line per technique (PGD-AT baselines first), one column per budget run; cells are means over seeds of
+    AutoAttack (PGD-20 marked where AutoAttack did not run) and clean accuracy."""
+    _load("aft_study")
+    from aft_study_report import budget_table
+
+    def row(key, seed, aa, clean, pgd=0.5):
+        return {"key": key, "seed": seed, "status": "done", "autoattack_accuracy": aa, "clean_accuracy": clean,
+                "pgd20_accuracy": pgd}
+
+    rows = [row("aft1_nfgsm", 0, 0.5, 0.7), row("aft1_nfgsm", 1, 0.4, 0.8), row("a_long4", 0, 0.6, 0.74),
+            row("aft4_nfgsm", 0, None, 0.6, pgd=0.3), row("aft34_nfgsm", 0, 0.42, 0.73),
+            {"key": "aft4_awp", "seed": 0, "status": "failed", "why": "x"}]
+    lines = budget_table({"rows": rows}).splitlines()
+    assert lines[0] == "| AutoAttack (clean) accuracy, mean over seeds | A/4 | 3A/4 | A | 4A |" and len(lines) == 4
+    assert lines[2] == "| PGD-AT from random init |  |  |  | 0.600 (0.740) |"
+    assert lines[3] == "| AFT, N-FGSM (k x epochs) | 0.300 pgd (0.600) | 0.420 (0.730) | 0.450 (0.750; 2 seeds) |  |"
+
+
 def test_aft_study_plot_gives_each_row_one_style_on_every_seed():
     """The plot's legend names each row once: one (color, marker) per row, distinct across all rows, with PGD-AT from
     random init (the budget curve of (a)) in black."""
@@ -415,7 +434,9 @@ def test_aft_study_quick_bookkeeping_and_resume(tmp_path):
                            name="(a2x)")
     assert yes_2x["reaches"] is True and yes_2x["target_met"] is False and "target" not in yes_2x["text"]
     table = (tmp_path / "study.md").read_text()
-    assert table.count("\n| ") == 3 and table.count("not run") == 1  # 3 rows below the header; no AutoAttack on clean
+    rows_table, techniques = table.split("\n\n")[:2]  # the rows, then each technique over its budgets
+    assert rows_table.count("\n| ") == 3 and rows_table.count("not run") == 1  # 3 rows; no AutoAttack on clean
+    assert techniques.splitlines()[0].endswith("| A/4 | A |") and techniques.count("\n| ") == 2  # (a) and the AFT row
     failed = {"key": "aft4_awp", "seed": 0, "label": "AWP", "status": "failed", "why": "exit 1: log\nTraceback\nError"}
     assert study.to_markdown({"rows": [failed]}).count("\n") == 2  # a failed row stays one table line: header, rule, row
     if importlib.util.find_spec("matplotlib") is not None:
