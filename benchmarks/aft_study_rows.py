@@ -42,7 +42,7 @@ ROWS = {
     "aft34_nfgsm": ("AFT 3/4, N-FGSM (k x epochs)", "clean", 3 / 4, {"adv_attack": "n_fgsm"}),
     "aft1_nfgsm": ("AFT 1x, N-FGSM (k x epochs)", "clean", 1.0, {"adv_attack": "n_fgsm"}),
     "aft2x_nfgsm": ("AFT 2x, N-FGSM (k x epochs)", "clean", 2.0, {"adv_attack": "n_fgsm"}),
-    # the techniques at 1/4 of PGD-AT's plateau (4A, a_long4): the target budget, A
+    # the techniques at 1/4 of PGD-AT's plateau (4A, a_long4), the target budget: A
     "aft1_ssfd": ("AFT 1x, slow-start-fast-decay", "clean", 1.0, {}),
     "aft1_constant": ("AFT 1x, constant LR", "clean", 1.0, {"lr_scheduler_type": "constant"}),
     "aft1_cosine": ("AFT 1x, cosine LR", "clean", 1.0, {"lr_scheduler_type": "cosine"}),
@@ -54,6 +54,17 @@ ROWS = {
     "aft1_ema": ("AFT 1x, weight EMA", "clean", 1.0, {"adv_ema_decay": 0.99}),
     "aft1_awp": ("AFT 1x, AWP (gamma 5e-3)", "clean", 1.0, {"adv_awp_gamma": 5e-3}),
     "aft1_lora": ("AFT 1x, LoRA (peft, r 8)", "clean", 1.0, {"lora": True}),
+    # ... and at 1/8 of it, A/2 (aft2_ssfd and aft2_nfgsm above)
+    "aft2_constant": ("AFT 1/2, constant LR", "clean", 1 / 2, {"lr_scheduler_type": "constant"}),
+    "aft2_cosine": ("AFT 1/2, cosine LR", "clean", 1 / 2, {"lr_scheduler_type": "cosine"}),
+    "aft2_delay": ("AFT 1/2, ssfd + delayed eps ramp", "clean", 1 / 2,
+                   {"adv_epsilon_schedule": "linear", "adv_epsilon_delay_ratio": 0.2, "adv_epsilon_warmup_ratio": 0.5}),
+    "aft2_fgsm_rs": ("AFT 1/2, FGSM-RS (k x epochs)", "clean", 1 / 2, {"adv_attack": "fgsm_rs"}),
+    "aft2_trades": ("AFT 1/2, TRADES (beta 6)", "clean", 1 / 2, {"adv_objective": "trades"}),
+    "aft2_mart": ("AFT 1/2, MART (beta 6)", "clean", 1 / 2, {"adv_objective": "mart"}),
+    "aft2_ema": ("AFT 1/2, weight EMA", "clean", 1 / 2, {"adv_ema_decay": 0.99}),
+    "aft2_awp": ("AFT 1/2, AWP (gamma 5e-3)", "clean", 1 / 2, {"adv_awp_gamma": 5e-3}),
+    "aft2_lora": ("AFT 1/2, LoRA (peft, r 8)", "clean", 1 / 2, {"lora": True}),
     # robust early stopping (Rice et al. 2020): PGD accuracy on held-out training images every --es_eval_epochs, the
     # best checkpoint kept, stopped after --es_patience evaluations without a better one (the budget is a ceiling)
     "aft2x_nfgsm_es": ("AFT 2x, N-FGSM, robust early stopping", "clean", 2.0,
