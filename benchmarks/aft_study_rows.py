@@ -8,63 +8,65 @@ epochs, so the single-step rows buy k times the epochs for the same passes.
 from __future__ import annotations
 
 
+# The AFT techniques: (label, technique overrides); an AFT row is a technique at a budget (`_aft`).
+TECHNIQUES = {
+    "ssfd": ("slow-start-fast-decay", {}),
+    "constant": ("constant LR", {"lr_scheduler_type": "constant"}),
+    "cosine": ("cosine LR", {"lr_scheduler_type": "cosine"}),
+    "delay": ("ssfd + delayed eps ramp",
+              {"adv_epsilon_schedule": "linear", "adv_epsilon_delay_ratio": 0.2, "adv_epsilon_warmup_ratio": 0.5}),
+    "nfgsm": ("N-FGSM (k x epochs)", {"adv_attack": "n_fgsm"}),
+    "fgsm_rs": ("FGSM-RS (k x epochs)", {"adv_attack": "fgsm_rs"}),
+    "trades": ("TRADES (beta 6)", {"adv_objective": "trades"}),
+    "mart": ("MART (beta 6)", {"adv_objective": "mart"}),
+    "ema": ("weight EMA", {"adv_ema_decay": 0.99}),
+    "awp": ("AWP (gamma 5e-3)", {"adv_awp_gamma": 5e-3}),
+    "lora": ("LoRA (peft, r 8)", {"lora": True}),
+}
+# budget tag of the key (aft4_*): (fraction of A, as the label writes it)
+BUDGETS = {"8": (1 / 8, "1/8"), "4": (1 / 4, "1/4"), "2": (1 / 2, "1/2"), "34": (3 / 4, "3/4"), "1": (1.0, "1x"),
+           "2x": (2.0, "2x")}
+# the techniques run at the issue's budgets, 1/8 and 1/4 of PGD-AT's plateau (4A): A/2 and A (and at A/4)
+SWEPT = ("constant", "cosine", "delay", "fgsm_rs", "trades", "mart", "ema", "awp", "lora")
+
+
+def _aft(budget: str, technique: str) -> tuple:
+    """The ROWS entry of AFT with `technique` at the budget tagged `budget`."""
+    fraction, written = BUDGETS[budget]
+    label, tech = TECHNIQUES[technique]
+    return (f"AFT {written}, {label}", "clean", fraction, dict(tech))
+
+
 # key: (label, start, budget fraction of A or None for clean training, technique overrides)
 #   start: "random" (random init), "imagenet" (the converted ImageNet weights), "clean" (the clean fine-tuned model)
 ROWS = {
     "clean": ("clean fine-tuning of the ImageNet weights (start of every AFT row)", "imagenet", None, {}),
     "a": ("(a) PGD-AT from random init, full budget", "random", 1.0, {"at": True}),
-    "aft4_ssfd": ("AFT 1/4, slow-start-fast-decay", "clean", 1 / 4, {}),
+    "aft4_ssfd": _aft("4", "ssfd"),
     "e": ("(e) PGD-AT from the ImageNet weights, 1/4 budget", "imagenet", 1 / 4, {"at": True}),
     "a_short": ("(a') PGD-AT from random init, 1/4 budget", "random", 1 / 4, {"at": True}),
-    "aft8_ssfd": ("AFT 1/8, slow-start-fast-decay", "clean", 1 / 8, {}),
-    "aft4_constant": ("AFT 1/4, constant LR", "clean", 1 / 4, {"lr_scheduler_type": "constant"}),
-    "aft4_cosine": ("AFT 1/4, cosine LR", "clean", 1 / 4, {"lr_scheduler_type": "cosine"}),
-    "aft4_delay": ("AFT 1/4, ssfd + delayed eps ramp", "clean", 1 / 4,
-                   {"adv_epsilon_schedule": "linear", "adv_epsilon_delay_ratio": 0.2, "adv_epsilon_warmup_ratio": 0.5}),
-    "aft4_nfgsm": ("AFT 1/4, N-FGSM (k x epochs)", "clean", 1 / 4, {"adv_attack": "n_fgsm"}),
-    "aft4_fgsm_rs": ("AFT 1/4, FGSM-RS (k x epochs)", "clean", 1 / 4, {"adv_attack": "fgsm_rs"}),
-    "aft4_trades": ("AFT 1/4, TRADES (beta 6)", "clean", 1 / 4, {"adv_objective": "trades"}),
-    "aft4_mart": ("AFT 1/4, MART (beta 6)", "clean", 1 / 4, {"adv_objective": "mart"}),
-    "aft4_ema": ("AFT 1/4, weight EMA", "clean", 1 / 4, {"adv_ema_decay": 0.99}),
-    "aft4_awp": ("AFT 1/4, AWP (gamma 5e-3)", "clean", 1 / 4, {"adv_awp_gamma": 5e-3}),
-    "aft4_lora": ("AFT 1/4, LoRA (peft, r 8)", "clean", 1 / 4, {"lora": True}),
+    "aft8_ssfd": _aft("8", "ssfd"),
+    **{f"aft4_{t}": _aft("4", t) for t in ("constant", "cosine", "delay", "nfgsm", "fgsm_rs", "trades", "mart", "ema",
+                                          "awp", "lora")},
     # settings checks (what made the first try fail): BatchNorm statistics left live, and the AFT learning rate
     "aft4_bn_live": ("AFT 1/4, ssfd, BatchNorm stats NOT frozen", "clean", 1 / 4, {"adv_freeze_bn": False}),
     "aft4_lr_low": ("AFT 1/4, ssfd, LR / 3", "clean", 1 / 4, {"lr_factor": 1 / 3}),
     "aft4_lr_high": ("AFT 1/4, ssfd, LR x 3", "clean", 1 / 4, {"lr_factor": 3.0}),
-    "aft8_constant": ("AFT 1/8, constant LR", "clean", 1 / 8, {"lr_scheduler_type": "constant"}),
-    "aft8_cosine": ("AFT 1/8, cosine LR", "clean", 1 / 8, {"lr_scheduler_type": "cosine"}),
-    "aft8_nfgsm": ("AFT 1/8, N-FGSM (k x epochs)", "clean", 1 / 8, {"adv_attack": "n_fgsm"}),
-    "aft8_trades": ("AFT 1/8, TRADES (beta 6)", "clean", 1 / 8, {"adv_objective": "trades"}),
+    "aft8_constant": _aft("8", "constant"),
+    "aft8_cosine": _aft("8", "cosine"),
+    "aft8_nfgsm": _aft("8", "nfgsm"),
+    "aft8_trades": _aft("8", "trades"),
     # above the target's budget: where (if anywhere) AFT meets (a), which gives the best ratio found, and (a2x)
-    "aft2_ssfd": ("AFT 1/2, slow-start-fast-decay", "clean", 1 / 2, {}),
-    "aft2_nfgsm": ("AFT 1/2, N-FGSM (k x epochs)", "clean", 1 / 2, {"adv_attack": "n_fgsm"}),
-    "aft34_nfgsm": ("AFT 3/4, N-FGSM (k x epochs)", "clean", 3 / 4, {"adv_attack": "n_fgsm"}),
-    "aft1_nfgsm": ("AFT 1x, N-FGSM (k x epochs)", "clean", 1.0, {"adv_attack": "n_fgsm"}),
-    "aft2x_nfgsm": ("AFT 2x, N-FGSM (k x epochs)", "clean", 2.0, {"adv_attack": "n_fgsm"}),
+    "aft2_ssfd": _aft("2", "ssfd"),
+    "aft2_nfgsm": _aft("2", "nfgsm"),
+    "aft34_nfgsm": _aft("34", "nfgsm"),
+    "aft1_nfgsm": _aft("1", "nfgsm"),
+    "aft2x_nfgsm": _aft("2x", "nfgsm"),
     # the techniques at 1/4 of PGD-AT's plateau (4A, a_long4), the issue's target budget: A
-    "aft1_ssfd": ("AFT 1x, slow-start-fast-decay", "clean", 1.0, {}),
-    "aft1_constant": ("AFT 1x, constant LR", "clean", 1.0, {"lr_scheduler_type": "constant"}),
-    "aft1_cosine": ("AFT 1x, cosine LR", "clean", 1.0, {"lr_scheduler_type": "cosine"}),
-    "aft1_delay": ("AFT 1x, ssfd + delayed eps ramp", "clean", 1.0,
-                   {"adv_epsilon_schedule": "linear", "adv_epsilon_delay_ratio": 0.2, "adv_epsilon_warmup_ratio": 0.5}),
-    "aft1_fgsm_rs": ("AFT 1x, FGSM-RS (k x epochs)", "clean", 1.0, {"adv_attack": "fgsm_rs"}),
-    "aft1_trades": ("AFT 1x, TRADES (beta 6)", "clean", 1.0, {"adv_objective": "trades"}),
-    "aft1_mart": ("AFT 1x, MART (beta 6)", "clean", 1.0, {"adv_objective": "mart"}),
-    "aft1_ema": ("AFT 1x, weight EMA", "clean", 1.0, {"adv_ema_decay": 0.99}),
-    "aft1_awp": ("AFT 1x, AWP (gamma 5e-3)", "clean", 1.0, {"adv_awp_gamma": 5e-3}),
-    "aft1_lora": ("AFT 1x, LoRA (peft, r 8)", "clean", 1.0, {"lora": True}),
+    "aft1_ssfd": _aft("1", "ssfd"),
+    **{f"aft1_{t}": _aft("1", t) for t in SWEPT},
     # ... and at 1/8 of it, A/2 (aft2_ssfd and aft2_nfgsm above)
-    "aft2_constant": ("AFT 1/2, constant LR", "clean", 1 / 2, {"lr_scheduler_type": "constant"}),
-    "aft2_cosine": ("AFT 1/2, cosine LR", "clean", 1 / 2, {"lr_scheduler_type": "cosine"}),
-    "aft2_delay": ("AFT 1/2, ssfd + delayed eps ramp", "clean", 1 / 2,
-                   {"adv_epsilon_schedule": "linear", "adv_epsilon_delay_ratio": 0.2, "adv_epsilon_warmup_ratio": 0.5}),
-    "aft2_fgsm_rs": ("AFT 1/2, FGSM-RS (k x epochs)", "clean", 1 / 2, {"adv_attack": "fgsm_rs"}),
-    "aft2_trades": ("AFT 1/2, TRADES (beta 6)", "clean", 1 / 2, {"adv_objective": "trades"}),
-    "aft2_mart": ("AFT 1/2, MART (beta 6)", "clean", 1 / 2, {"adv_objective": "mart"}),
-    "aft2_ema": ("AFT 1/2, weight EMA", "clean", 1 / 2, {"adv_ema_decay": 0.99}),
-    "aft2_awp": ("AFT 1/2, AWP (gamma 5e-3)", "clean", 1 / 2, {"adv_awp_gamma": 5e-3}),
-    "aft2_lora": ("AFT 1/2, LoRA (peft, r 8)", "clean", 1 / 2, {"lora": True}),
+    **{f"aft2_{t}": _aft("2", t) for t in SWEPT},
     # robust early stopping (Rice et al. 2020): PGD accuracy on held-out training images every --es_eval_epochs, the
     # best checkpoint kept, stopped after --es_patience evaluations without a better one (the budget is a ceiling)
     "aft2x_nfgsm_es": ("AFT 2x, N-FGSM, robust early stopping", "clean", 2.0,
