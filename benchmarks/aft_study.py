@@ -68,7 +68,14 @@ from aft_study_data import (  # noqa: E402, F401
     saved_sha256,
     subset_indices,
 )
-from aft_study_report import MIN_BASELINE_ROBUSTNESS, budget_table, judge, plot, to_markdown, verdict  # noqa: E402, F401
+from aft_study_report import (  # noqa: E402, F401
+    MIN_BASELINE_ROBUSTNESS,
+    budget_table,
+    judge,
+    plot,
+    to_markdown,
+    verdict,
+)
 from aft_study_rows import DEFAULT_ROWS, LORA_TARGETS, ROWS, missing_options, row_spec  # noqa: E402
 from bench_common import DictDataset, hardware  # noqa: E402
 from transformers import PrinterCallback, Trainer, TrainingArguments  # noqa: E402
@@ -257,11 +264,17 @@ def _settings_key(opts, key: str) -> dict:
     return {name: getattr(opts, name) for name in names if name != "autoattack_examples"}
 
 
-def _same_settings(row, opts) -> bool:
-    """Whether `row` was trained with the settings its key depends on now (settings it recorded beyond those are moot)."""
-    stored, now = row.get("study_settings") or {}, _settings_key(opts, row["key"])
+def _settings_differences(stored: dict, opts, key: str) -> dict:
+    """`{name: (recorded, now)}` for each setting row `key` depends on that `stored` (a recorded `study_settings`)
+    lacks or holds another value of (settings recorded beyond those are moot)."""
     stored = {**_SETTING_DEFAULTS, **stored}
-    return all(name in stored and stored[name] == value for name, value in now.items())
+    return {name: (stored.get(name), value) for name, value in _settings_key(opts, key).items()
+            if name not in stored or stored[name] != value}
+
+
+def _same_settings(row, opts) -> bool:
+    """Whether `row` was trained with the settings its key depends on now."""
+    return not _settings_differences(row.get("study_settings") or {}, opts, row["key"])
 
 
 def _load_report(opts) -> dict:
@@ -300,11 +313,11 @@ def clean_model_problem(opts, seed: int) -> str | None:
     if "study_settings" not in saved:
         logger.warning("%s records no settings (saved by an older aft_study.py): used unverified.", path)
         return None
-    stored, now = {**_SETTING_DEFAULTS, **saved["study_settings"]}, _settings_key(opts, "clean")
-    differ = {name: (stored.get(name), value) for name, value in now.items() if stored.get(name) != value}
+    differ = _settings_differences(saved["study_settings"], opts, "clean")
     if differ:
-        return (f"{path} was trained with other settings ({', '.join(f'{n}: {a!r} there, {b!r} now' for n, (a, b) in differ.items())}); "
-                f"give another --output_dir, or add the clean row to --rows to retrain it there (replacing it).")
+        listed = ", ".join(f"{name}: {there!r} there, {now!r} now" for name, (there, now) in differ.items())
+        return (f"{path} was trained with other settings ({listed}); give another --output_dir, or add the clean row "
+                f"to --rows to retrain it there (replacing it).")
     if saved_sha256(path) != saved["weights_sha256"]:
         return (f"{path} is not the clean model its .json describes (weights hash differs): it was replaced or "
                 f"changed; add the clean row to --rows to retrain it.")
@@ -363,8 +376,8 @@ def autoattack_row(key: str, seed: int, opts, offset: int = 0, weights_sha256: s
     model.load_state_dict(torch.load(_model_path(opts, key, seed), weights_only=True))
     if weights_sha256 is not None and model_weights_sha256(model) != weights_sha256:
         raise SystemExit(f"{_model_path(opts, key, seed)} is not the model row {key} seed {seed} measured (weights "
-                         f"hash differs: another run wrote it since); AutoAttack would attack other weights. Re-run the "
-                         f"row (--fresh, or delete it from --json) or give the --output_dir it was trained in.")
+                         f"hash differs: another run wrote it since); AutoAttack would attack other weights. Re-run "
+                         f"the row (--fresh, or delete it from --json) or give the --output_dir it was trained in.")
     return evaluate_autoattack(model, x_te, y_te, opts, offset) | {"key": key, "seed": seed, "label": spec["label"]}
 
 
@@ -396,8 +409,9 @@ def best_rows(rows, n: int) -> list[tuple[str, int]]:
 
 
 def _launch(opts, flag: str, job: str, out: str):
-    """This script again, as a one-job worker (`--worker KEY:SEED` trains a row, `--worker_aa KEY:SEED:OFFSET:SHA` attacks
-    one from test image OFFSET on, refusing a saved model whose weights hash is not SHA) logging to `out`.log."""
+    """This script again, as a one-job worker logging to `out`.log: `--worker KEY:SEED` trains a row,
+    `--worker_aa KEY:SEED:OFFSET:SHA` attacks one from test image OFFSET on, refusing a saved model whose weights hash
+    is not SHA."""
     import subprocess
 
     with open(out + ".log", "w") as log:
@@ -663,7 +677,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--es_held_out", type=int, default=200,
                    help="Early-stopping rows (*_es): held-out training-file images (never trained on) whose PGD "
                         "accuracy picks the checkpoint.")
-    p.add_argument("--es_eval_epochs", type=float, default=3, help="Early-stopping rows: evaluate every this many epochs.")
+    p.add_argument("--es_eval_epochs", type=float, default=3,
+                   help="Early-stopping rows: evaluate every this many epochs.")
     p.add_argument("--es_eval_steps", type=int, default=3,
                    help="Early-stopping rows: k of the held-out PGD-k (its passes count as attack passes).")
     p.add_argument("--es_patience", type=int, default=3,
@@ -681,7 +696,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=2, help="Rows trained at once, each in its own process.")
     p.add_argument("--poll_seconds", type=float, default=5.0, help=argparse.SUPPRESS)
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # KEY:SEED, set by --jobs
-    p.add_argument("--worker_aa", default=None, help=argparse.SUPPRESS)  # KEY:SEED:OFFSET:SHA, set by the AutoAttack phase
+    # KEY:SEED:OFFSET:SHA, set by the AutoAttack phase
+    p.add_argument("--worker_aa", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker_out", default=None, help=argparse.SUPPRESS)
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None)
