@@ -16,6 +16,8 @@ TECHNIQUES = {
     "delay": ("ssfd + delayed eps ramp",
               {"adv_epsilon_schedule": "linear", "adv_epsilon_delay_ratio": 0.2, "adv_epsilon_warmup_ratio": 0.5}),
     "nfgsm": ("N-FGSM (k x epochs)", {"adv_attack": "n_fgsm"}),
+    "nfgsm_constant": ("N-FGSM, constant LR (k x epochs)", {"adv_attack": "n_fgsm", "lr_scheduler_type": "constant"}),
+    "nfgsm_cosine": ("N-FGSM, cosine LR (k x epochs)", {"adv_attack": "n_fgsm", "lr_scheduler_type": "cosine"}),
     "fgsm_rs": ("FGSM-RS (k x epochs)", {"adv_attack": "fgsm_rs"}),
     "trades": ("TRADES (beta 6)", {"adv_objective": "trades"}),
     "mart": ("MART (beta 6)", {"adv_objective": "mart"}),
@@ -65,6 +67,9 @@ ROWS = {
     # the techniques at 1/4 of PGD-AT's plateau (4A, a_long4), the target budget: A
     "aft1_ssfd": _aft("1", "ssfd"),
     **{f"aft1_{t}": _aft("1", t) for t in SWEPT},
+    # N-FGSM (the best technique at A) with the two schedules that beat slow-start-fast-decay at A with PGD-3
+    "aft1_nfgsm_constant": _aft("1", "nfgsm_constant"),
+    "aft1_nfgsm_cosine": _aft("1", "nfgsm_cosine"),
     # ... and at 1/8 of it, A/2 (aft2_ssfd and aft2_nfgsm above)
     **{f"aft2_{t}": _aft("2", t) for t in SWEPT},
     # robust early stopping (Rice et al. 2020): PGD accuracy on held-out training images every --es_eval_epochs, the
