@@ -13,9 +13,10 @@ as the data has them. Rows (`--rows`, keys in `ROWS`, in the order run):
   aft8_*    AFT at A/8 adversarial passes; aft4_* at A/4: slow-start-fast-decay (ssfd), constant, cosine LR;
             delayed eps ramp; FGSM-RS and N-FGSM (1 pass per example, so k times the epochs); TRADES; MART;
             weight EMA; AWP; LoRA (peft); aft2_* at A/2, aft34_* at 3A/4, aft1_* at A and aft2x_* at 2A (above
-            the target's budget: where AFT meets (a), and PGD-AT at 2A, if it does)
+            the target's budget: where AFT meets (a), and PGD-AT at 2A, if it does); aft1_nfgsm_constant and
+            aft1_nfgsm_cosine: N-FGSM with a constant or cosine LR at A
   a_short   (a') PGD-AT from random init at the A/4 budget (a_short8: at A/8)
-  e         PGD-AT straight from the ImageNet weights at the A/4 budget (e8: at A/8)
+  e         PGD-AT straight from the ImageNet weights at the A/4 budget (e8: at A/8, e_half: A/2, e_full: A)
   a_half, a_long, a_long4, a_long8  PGD-AT from random init at A/2, 2A, 4A and 8A: with a_short8, a_short and a,
             (a)'s curve over its budget (does it plateau at A?); with a_long, a_long4, a_long8, one more verdict against each
   *_es      robust early stopping (aft2x_nfgsm_es: AFT N-FGSM with 2A as a ceiling): PGD-k accuracy (`--es_eval_steps`)
@@ -49,6 +50,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -593,8 +595,8 @@ def main(opts) -> dict:
     ensure_weights(opts)
     report = _load_report(opts)
     start, load_at_start = time.time(), os.getloadavg()[0]
-    report["runs"].append({"command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M UTC",
-                                                                                           time.gmtime()),
+    command = shlex.join(["python", "benchmarks/aft_study.py", *_options_argv(opts), "--jobs", str(opts.jobs)])
+    report["runs"].append({"command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                            "hardware": hardware(opts.device), "load_average_at_start": load_at_start,
                            "torch": torch.__version__, "hf_advft_commit": _commit()})
     report["settings"] = {name: getattr(opts, name) for name in _COMMON + _AFT + _EARLY_STOP

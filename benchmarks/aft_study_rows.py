@@ -84,6 +84,9 @@ ROWS = {
     # the other baselines at the smaller AFT budget too
     "a_short8": ("(a') PGD-AT from random init, 1/8 budget", "random", 1 / 8, {"at": True}),
     "e8": ("(e) PGD-AT from the ImageNet weights, 1/8 budget", "imagenet", 1 / 8, {"at": True}),
+    # ... and at the issue's AFT budgets, 1/8 and 1/4 of PGD-AT's plateau (4A)
+    "e_half": ("(e) PGD-AT from the ImageNet weights, 1/2 budget", "imagenet", 1 / 2, {"at": True}),
+    "e_full": ("(e) PGD-AT from the ImageNet weights, full budget", "imagenet", 1.0, {"at": True}),
 }
 # Most important first: the baselines the verdict needs, the main AFT row, then the techniques.
 DEFAULT_ROWS = ("clean", "a", "e", "a_short", "aft4_ssfd", "aft8_ssfd", "aft4_bn_live", "aft4_lr_low", "aft4_lr_high",

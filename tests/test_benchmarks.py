@@ -4,6 +4,7 @@ speed is measured by the benchmarks themselves (benchmarks/README.md)."""
 import argparse
 import importlib.util
 import json
+import shlex
 import statistics
 import sys
 from pathlib import Path
@@ -366,6 +367,11 @@ def test_aft_study_quick_bookkeeping_and_resume(tmp_path):
     saved = json.loads(out.read_text())
     rows = {r["key"]: r for r in saved["rows"]}
     assert list(rows) == ["clean", "a", "aft4_ssfd"] and all(r["status"] == "done" for r in rows.values())
+    # The run record's command gives back the options main() was called with (from Python here, not pytest's argv).
+    recorded = shlex.split(saved["runs"][0]["command"])
+    assert recorded[:2] == ["python", "benchmarks/aft_study.py"]
+    again = vars(study.make_parser().parse_args(recorded[2:]))
+    assert again == {name: getattr(opts, name) for name in again}
     k, batch = opts.train_steps, opts.batch_size
     a, aft, clean = rows["a"], rows["aft4_ssfd"], rows["clean"]
     # AdvTrainer's own count: k attack passes and 1 update pass per example; clean training 1 pass per example.
