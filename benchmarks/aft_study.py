@@ -430,7 +430,7 @@ def _options_argv(opts) -> list[str]:
         if not action.option_strings or action.dest in ("help", "jobs", "worker", "worker_aa", "worker_out"):
             continue
         value = getattr(opts, action.dest, action.default)
-        if isinstance(action, argparse._StoreTrueAction):
+        if action.nargs == 0:  # a switch (store_true): present or not
             argv += [action.option_strings[0]] if value else []
         elif value is not None:
             argv += [action.option_strings[0], str(value)]
