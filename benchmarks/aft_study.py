@@ -14,7 +14,8 @@ as the data has them. Rows (`--rows`, keys in `ROWS`, in the order run):
             delayed eps ramp; FGSM-RS and N-FGSM (1 pass per example, so k times the epochs); TRADES; MART;
             weight EMA; AWP; LoRA (peft); aft2_* at A/2, aft34_* at 3A/4, aft1_* at A and aft2x_* at 2A (above
             the target's budget: where AFT meets (a), and PGD-AT at 2A, if it does); aft1_nfgsm_constant and
-            aft1_nfgsm_cosine: N-FGSM with a constant or cosine LR at A
+            aft1_nfgsm_cosine: N-FGSM with a constant or cosine LR at A; aft1_constant_warmup: constant LR after
+            a 10% linear warm-up, at A
   a_short   (a') PGD-AT from random init at the A/4 budget (a_short8: at A/8)
   e         PGD-AT straight from the ImageNet weights at the A/4 budget (e8: at A/8, e_half: A/2, e_full: A)
   a_half, a_long, a_long4, a_long8  PGD-AT from random init at A/2, 2A, 4A and 8A: with a_short8, a_short and a,

@@ -13,6 +13,7 @@ TECHNIQUES = {
     "ssfd": ("slow-start-fast-decay", {}),
     "constant": ("constant LR", {"lr_scheduler_type": "constant"}),
     "cosine": ("cosine LR", {"lr_scheduler_type": "cosine"}),
+    "constant_warmup": ("constant LR, 10% warm-up", {"lr_scheduler_type": "constant_with_warmup", "warmup_steps": 0.1}),
     "delay": ("ssfd + delayed eps ramp",
               {"adv_epsilon_schedule": "linear", "adv_epsilon_delay_ratio": 0.2, "adv_epsilon_warmup_ratio": 0.5}),
     "nfgsm": ("N-FGSM (k x epochs)", {"adv_attack": "n_fgsm"}),
@@ -70,6 +71,8 @@ ROWS = {
     # N-FGSM (the best technique at A) with the two schedules that beat slow-start-fast-decay at A with PGD-3
     "aft1_nfgsm_constant": _aft("1", "nfgsm_constant"),
     "aft1_nfgsm_cosine": _aft("1", "nfgsm_cosine"),
+    # constant LR after a short linear warm-up: do the seed-1 collapses without a slow start need its length?
+    "aft1_constant_warmup": _aft("1", "constant_warmup"),
     # ... and at 1/8 of it, A/2 (aft2_ssfd and aft2_nfgsm above)
     **{f"aft2_{t}": _aft("2", t) for t in SWEPT},
     # robust early stopping (Rice et al. 2020): PGD accuracy on held-out training images every --es_eval_epochs, the
@@ -93,6 +96,8 @@ DEFAULT_ROWS = ("clean", "a", "e", "a_short", "aft4_ssfd", "aft8_ssfd", "aft4_bn
                 "aft4_constant", "aft4_cosine", "aft4_delay", "aft4_nfgsm", "aft4_trades", "aft4_mart", "aft4_fgsm_rs",
                 "aft4_ema", "aft4_awp", "aft4_lora")
 SINGLE_STEP = ("fgsm_rs", "n_fgsm")
+# technique overrides that are TrainingArguments (the others are AdvTrainingArguments)
+TRAIN_ARGS = ("lr_scheduler_type", "warmup_steps")
 # LoRA: the 1x1 (pointwise) convolutions and the classifier; the head is new, so it trains fully.
 LORA_TARGETS = r".*(conv_pw|conv_pwl|conv_head)$"
 
@@ -128,7 +133,7 @@ def row_spec(key: str, opts) -> dict:
         if opts.aft_epsilon_ramp:
             adv_args.update(adv_epsilon_schedule="linear", adv_epsilon_warmup_ratio=0.3)
     for name, value in tech.items():
-        (train_args if name == "lr_scheduler_type" else adv_args)[name] = value
+        (train_args if name in TRAIN_ARGS else adv_args)[name] = value
     if attack in SINGLE_STEP:
         adv_args.pop("adv_step_size")  # the attack sets its own step (1.25 eps for FGSM-RS, eps for N-FGSM)
     if early_stop:  # the held-out images are attacked by AdvTrainer's eval PGD (adv_eval_steps)

@@ -286,6 +286,25 @@ def test_aft_study_budget_table_puts_each_technique_over_its_budgets():
     assert lines[3] == "| AFT, N-FGSM (k x epochs) | 0.300 pgd (0.600) | 0.420 (0.730) | 0.450 (0.750; 2 seeds) |  |"
 
 
+def test_aft_study_technique_overrides_reach_the_right_arguments(tmp_path):
+    """A technique's LR schedule and warm-up are TrainingArguments, its attack an AdvTrainingArguments field; the row's
+    arguments build AdvTrainingArguments as they are (a 10% warm-up is 10 of 100 steps)."""
+    study = _load("aft_study")
+    from aft_study_rows import missing_options, row_spec
+
+    from hf_advft import AdvTrainingArguments
+
+    opts = study.make_parser().parse_args(["--aft_lr", "9e-4"])
+    warm = row_spec("aft1_constant_warmup", opts)
+    assert warm["train_args"]["lr_scheduler_type"] == "constant_with_warmup" and "warmup_steps" not in warm["adv_args"]
+    args = AdvTrainingArguments(output_dir=str(tmp_path), **warm["train_args"], **warm["adv_args"])
+    assert args.get_warmup_steps(100) == 10 and args.learning_rate == pytest.approx(9e-4)
+    cos, nfgsm_cos = row_spec("aft1_cosine", opts), row_spec("aft1_nfgsm_cosine", opts)
+    assert nfgsm_cos["train_args"]["lr_scheduler_type"] == "cosine" and nfgsm_cos["adv_args"]["adv_attack"] == "n_fgsm"
+    assert nfgsm_cos["epochs"] == opts.train_steps * cos["epochs"]  # one attack pass per example: k x the epochs
+    assert missing_options(warm) == [] and missing_options(nfgsm_cos) == []
+
+
 def test_aft_study_plot_gives_each_row_one_style_on_every_seed():
     """The plot's legend names each row once: one (color, marker) per row, distinct across all rows, with PGD-AT from
     random init (the budget curve of (a)) in black."""
