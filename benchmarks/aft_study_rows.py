@@ -13,7 +13,8 @@ TECHNIQUES = {
     "ssfd": ("slow-start-fast-decay", {}),
     "constant": ("constant LR", {"lr_scheduler_type": "constant"}),
     "cosine": ("cosine LR", {"lr_scheduler_type": "cosine"}),
-    "constant_warmup": ("constant LR, 10% warm-up", {"lr_scheduler_type": "constant_with_warmup", "warmup_steps": 0.1}),
+    "constant_warmup": ("constant LR, 10% warm-up",
+                        {"lr_scheduler_type": "constant_with_warmup", "warmup_steps": 0.1}),
     "delay": ("ssfd + delayed eps ramp",
               {"adv_epsilon_schedule": "linear", "adv_epsilon_delay_ratio": 0.2, "adv_epsilon_warmup_ratio": 0.5}),
     "nfgsm": ("N-FGSM (k x epochs)", {"adv_attack": "n_fgsm"}),
@@ -68,7 +69,7 @@ ROWS = {
     # the techniques at 1/4 of PGD-AT's plateau (4A, a_long4), the target budget: A
     "aft1_ssfd": _aft("1", "ssfd"),
     **{f"aft1_{t}": _aft("1", t) for t in SWEPT},
-    # N-FGSM (the best technique at A) with the two schedules that beat slow-start-fast-decay at A with PGD-3
+    # N-FGSM (the best technique at A) with the two schedules that beat slow-start-fast-decay with PGD-3 at A on seed 0
     "aft1_nfgsm_constant": _aft("1", "nfgsm_constant"),
     "aft1_nfgsm_cosine": _aft("1", "nfgsm_cosine"),
     # constant LR after a short linear warm-up: do the seed-1 collapses without a slow start need its length?
