@@ -97,14 +97,16 @@ DEFAULT_ROWS = ("clean", "a", "e", "a_short", "aft4_ssfd", "aft8_ssfd", "aft4_bn
                 "aft4_constant", "aft4_cosine", "aft4_delay", "aft4_nfgsm", "aft4_trades", "aft4_mart", "aft4_fgsm_rs",
                 "aft4_ema", "aft4_awp", "aft4_lora")
 SINGLE_STEP = ("fgsm_rs", "n_fgsm")
-# technique overrides that are TrainingArguments (the others are AdvTrainingArguments)
-TRAIN_ARGS = ("lr_scheduler_type", "warmup_steps")
 # LoRA: the 1x1 (pointwise) convolutions and the classifier; the head is new, so it trains fully.
 LORA_TARGETS = r".*(conv_pw|conv_pwl|conv_head)$"
 
 
 def row_spec(key: str, opts) -> dict:
     """What `aft_study.train` needs for the row `key`: start, epochs, TrainingArguments and AdvTrainingArguments."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
     if key not in ROWS:
         raise ValueError(f"Unknown row {key!r}: the rows are {list(ROWS)}.")
     label, start, fraction, tech = ROWS[key]
@@ -133,8 +135,9 @@ def row_spec(key: str, opts) -> dict:
         adv_args["adv_freeze_bn"] = bool(opts.aft_freeze_bn)
         if opts.aft_epsilon_ramp:
             adv_args.update(adv_epsilon_schedule="linear", adv_epsilon_warmup_ratio=0.3)
-    for name, value in tech.items():
-        (train_args if name in TRAIN_ARGS else adv_args)[name] = value
+    train_fields = {f.name for f in dataclasses.fields(TrainingArguments)}
+    for name, value in tech.items():  # a TrainingArguments field (schedule, warm-up) or an AdvTrainingArguments one
+        (train_args if name in train_fields else adv_args)[name] = value
     if attack in SINGLE_STEP:
         adv_args.pop("adv_step_size")  # the attack sets its own step (1.25 eps for FGSM-RS, eps for N-FGSM)
     if early_stop:  # the held-out images are attacked by AdvTrainer's eval PGD (adv_eval_steps)
